@@ -1,0 +1,430 @@
+//! Configuration: built-in defaults, overridden by `muster.toml`, overridden by `MUSTER_…`
+//! environment variables (`__` separates a section from its key, e.g.
+//! `MUSTER_LIVEKIT__API_SECRET`). Unknown keys and invalid values stop start-up with a message
+//! naming the key and where it came from.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// A value that must never reach a log line or `Debug` output.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"[redacted]\"")
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub listen: SocketAddr,
+    /// The address people reach muster at; used in links sent by mail.
+    pub public_url: String,
+    /// Time zone in which times are shown when a dispatch does not say otherwise.
+    pub timezone: chrono_tz::Tz,
+    /// Language of pages and messages: `zh-CN` or `en`.
+    pub language: Language,
+    /// Folder of agenda templates.
+    pub agendas_dir: PathBuf,
+    pub database: DatabaseConfig,
+    pub livekit: LiveKitConfig,
+    pub mail: MailConfig,
+    pub auth: AuthConfig,
+    pub http: HttpConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Language {
+    #[serde(rename = "zh-CN")]
+    ZhCn,
+    #[serde(rename = "en")]
+    En,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://FILE` or `postgres://…`. Kept secret because PostgreSQL URLs carry passwords.
+    pub url: Secret,
+    pub max_connections: u32,
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redact_url_password(self.url.expose()))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+/// `postgres://user:pw@host/db` → `postgres://user:[redacted]@host/db`.
+pub fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:[redacted]@{host}")
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveKitConfig {
+    pub url: String,
+    pub api_key: String,
+    pub api_secret: Secret,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MailTransport {
+    /// Write each message as an `.eml` file into `outbox_dir`.
+    Outbox,
+    Smtp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    None,
+    Starttls,
+    Tls,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailConfig {
+    pub transport: MailTransport,
+    pub outbox_dir: PathBuf,
+    pub from: String,
+    pub smtp: SmtpConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub username: String,
+    pub password: Secret,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Lifetime of a login session.
+    pub session_hours: u32,
+    /// Failed logins per account (and per client address) before it is locked for a while.
+    pub max_failed_logins: u32,
+    pub lockout_minutes: u32,
+    /// Mark the session cookie `Secure` (set when served over HTTPS).
+    pub secure_cookies: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Largest request body accepted, in bytes.
+    pub body_limit_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: "http://127.0.0.1:8080".into(),
+            timezone: chrono_tz::Asia::Shanghai,
+            language: Language::ZhCn,
+            agendas_dir: "agendas".into(),
+            database: DatabaseConfig {
+                url: Secret::new("sqlite://muster.db"),
+                max_connections: 10,
+            },
+            livekit: LiveKitConfig {
+                url: "ws://127.0.0.1:7880".into(),
+                api_key: "devkey".into(),
+                api_secret: Secret::new("secret"),
+            },
+            mail: MailConfig {
+                transport: MailTransport::Outbox,
+                outbox_dir: "outbox".into(),
+                from: "muster <muster@localhost>".into(),
+                smtp: SmtpConfig {
+                    host: "localhost".into(),
+                    port: 587,
+                    tls: SmtpTls::Starttls,
+                    username: String::new(),
+                    password: Secret::default(),
+                },
+            },
+            auth: AuthConfig {
+                session_hours: 12,
+                max_failed_logins: 5,
+                lockout_minutes: 15,
+                secure_cookies: false,
+            },
+            http: HttpConfig {
+                body_limit_bytes: 2 * 1024 * 1024,
+            },
+        }
+    }
+}
+
+/// Environment variables with the `MUSTER_` prefix that are not configuration keys.
+const NON_CONFIG_VARS: &[&str] = &["CONFIG", "LOG", "TEST_POSTGRES_URL"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+/// Where a configured value came from, for error messages.
+enum Origin {
+    File(PathBuf),
+    Env(String),
+}
+
+impl Config {
+    /// Loads the configuration. `file` is read when given (it must then exist); otherwise
+    /// `muster.toml` in the working directory is read if present.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_from(file, &env)
+    }
+
+    /// As [`Config::load`], with the environment passed in (tests use this).
+    ///
+    /// Layering is done on `toml::Value`s rather than with a layering crate: the defaults'
+    /// own shape tells which keys exist and what type an environment string must parse to,
+    /// which gives precise messages ("unknown key", "expected an integer") naming the key
+    /// and the variable or file it came from.
+    pub fn load_from(file: Option<&Path>, env: &[(String, String)]) -> Result<Self, ConfigError> {
+        let defaults = toml::Value::try_from(Config::default())
+            .map_err(|e| ConfigError::Invalid(format!("defaults: {e}")))?;
+        let mut merged = defaults.clone();
+        let mut origins: Vec<(String, Origin)> = Vec::new();
+
+        let path = match file {
+            Some(path) if !path.exists() => {
+                return Err(ConfigError::File {
+                    path: path.to_owned(),
+                    message: "file not found".into(),
+                });
+            }
+            Some(path) => Some(path.to_owned()),
+            None => Some(PathBuf::from("muster.toml")).filter(|p| p.exists()),
+        };
+        if let Some(path) = &path {
+            let file_error = |message: String| ConfigError::File {
+                path: path.clone(),
+                message,
+            };
+            let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+            let table: toml::Table = text
+                .parse()
+                .map_err(|e: toml::de::Error| file_error(e.to_string().trim_end().to_string()))?;
+            let mut keys = Vec::new();
+            overlay(
+                &mut merged,
+                &defaults,
+                toml::Value::Table(table),
+                "",
+                &mut keys,
+            )
+            .map_err(file_error)?;
+            origins.extend(keys.into_iter().map(|k| (k, Origin::File(path.clone()))));
+        }
+
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix("MUSTER_") else {
+                continue;
+            };
+            if NON_CONFIG_VARS.contains(&key) {
+                continue;
+            }
+            let dotted = env_key_to_dotted(&defaults, key);
+            let Some(default) = lookup(&defaults, &dotted) else {
+                return Err(ConfigError::Invalid(format!(
+                    "unknown key `{dotted}` (from environment variable {name})"
+                )));
+            };
+            let typed = coerce_env_value(default, value).ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "{dotted}: invalid value {value:?} (from environment variable {name}): \
+                     expected {}",
+                    default.type_str()
+                ))
+            })?;
+            set(&mut merged, &dotted, typed);
+            origins.push((dotted, Origin::Env(name.clone())));
+        }
+
+        let config: Config = serde_path_to_error::deserialize(merged).map_err(|e| {
+            let key = e.path().to_string();
+            let origin = origins
+                .iter()
+                .rev()
+                .find(|(k, _)| *k == key)
+                .map(|(_, o)| match o {
+                    Origin::File(p) => format!(" (from {})", p.display()),
+                    Origin::Env(v) => format!(" (from environment variable {v})"),
+                })
+                .unwrap_or_default();
+            ConfigError::Invalid(format!("{key}: {}{origin}", e.inner()))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.database.url.expose();
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "database.url: expected sqlite://FILE or postgres://…, got {}",
+                redact_url_password(url)
+            )));
+        }
+        if self.database.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "database.max_connections: must be at least 1".into(),
+            ));
+        }
+        if !(self.public_url.starts_with("http://") || self.public_url.starts_with("https://")) {
+            return Err(ConfigError::Invalid(format!(
+                "public_url: expected an http:// or https:// address, got {:?}",
+                self.public_url
+            )));
+        }
+        let lk = &self.livekit.url;
+        if !["ws://", "wss://", "http://", "https://"]
+            .iter()
+            .any(|s| lk.starts_with(s))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "livekit.url: expected ws://, wss://, http:// or https://, got {lk:?}"
+            )));
+        }
+        if self.auth.max_failed_logins == 0 {
+            return Err(ConfigError::Invalid(
+                "auth.max_failed_logins: must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Copies `layer` over `target`, refusing keys that the defaults do not have.
+fn overlay(
+    target: &mut toml::Value,
+    defaults: &toml::Value,
+    layer: toml::Value,
+    prefix: &str,
+    keys: &mut Vec<String>,
+) -> Result<(), String> {
+    let toml::Value::Table(layer) = layer else {
+        return Ok(());
+    };
+    for (key, value) in layer {
+        let dotted = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        let Some(default) = defaults.get(&key) else {
+            let known: Vec<&str> = defaults
+                .as_table()
+                .map(|t| t.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            return Err(format!(
+                "unknown key `{dotted}`; expected one of: {}",
+                known.join(", ")
+            ));
+        };
+        let slot = target
+            .get_mut(&key)
+            .expect("merged config has every default key");
+        if default.is_table() {
+            if !value.is_table() {
+                return Err(format!("`{dotted}` must be a table ([{dotted}])"));
+            }
+            overlay(slot, default, value, &dotted, keys)?;
+        } else {
+            *slot = value;
+            keys.push(dotted);
+        }
+    }
+    Ok(())
+}
+
+/// `LIVEKIT__API_SECRET` → `livekit.api_secret`. The single-underscore spelling people tend to
+/// write (`DATABASE_URL`) is accepted too when its first word names a section.
+fn env_key_to_dotted(defaults: &toml::Value, key: &str) -> String {
+    let lower = key.to_lowercase();
+    if lower.contains("__") {
+        return lower.replace("__", ".");
+    }
+    match lower.split_once('_') {
+        Some((section, rest))
+            if defaults.get(section).is_some_and(toml::Value::is_table)
+                && lookup(defaults, &format!("{section}.{rest}")).is_some() =>
+        {
+            format!("{section}.{rest}")
+        }
+        _ => lower,
+    }
+}
+
+fn lookup<'a>(value: &'a toml::Value, dotted: &str) -> Option<&'a toml::Value> {
+    dotted
+        .split('.')
+        .try_fold(value, |v, k| v.get(k))
+        .filter(|v| !v.is_table())
+}
+
+fn set(value: &mut toml::Value, dotted: &str, new: toml::Value) {
+    let slot = dotted
+        .split('.')
+        .fold(value, |v, k| v.get_mut(k).expect("key checked by lookup"));
+    *slot = new;
+}
+
+/// Environment values are strings; give them the type the default has.
+fn coerce_env_value(default: &toml::Value, raw: &str) -> Option<toml::Value> {
+    Some(match default {
+        toml::Value::Integer(_) => toml::Value::Integer(raw.trim().parse().ok()?),
+        toml::Value::Float(_) => toml::Value::Float(raw.trim().parse().ok()?),
+        toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            _ => return None,
+        }),
+        _ => toml::Value::String(raw.to_string()),
+    })
+}

@@ -1,0 +1,6 @@
+//! Plain domain types and rules. Nothing in here does I/O.
+
+pub mod access;
+pub mod demo;
+pub mod import;
+pub mod org;

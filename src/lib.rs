@@ -1,0 +1,13 @@
+//! muster orchestrates tiered video dispatch meetings (视频调度会): the cascade of meetings
+//! from province to enterprise, their LiveKit rooms, invitations, attendance and follow-ups.
+
+pub mod auth;
+pub mod config;
+pub mod directory;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod web;
