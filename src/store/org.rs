@@ -159,11 +159,11 @@ impl Store {
     pub async fn list_units(&self, f: &UnitFilter) -> StoreResult<(Vec<Unit>, i64)> {
         let (start, end) = subtree_range(&f.scope_path);
         let level = f.level.map(|l| l.as_str().to_string());
-        let sector = f.sector.map(|s| format!("%{s}%"));
+        let sector = f.sector.map(|s| format!("%,{s},%"));
         let pattern = like_pattern(&f.query);
         let filter = "FROM units WHERE path >= $1 AND path < $2 \
              AND ($3 IS NULL OR level = $3) AND ($4 IS NULL OR parent_id = $4) \
-             AND ($5 IS NULL OR sectors LIKE $5) \
+             AND ($5 IS NULL OR ',' || sectors || ',' LIKE $5) \
              AND ($6 IS NULL OR name LIKE $6 ESCAPE '\\' OR code LIKE $6 ESCAPE '\\')";
         let (rows, total): (Vec<UnitRow>, i64) = with_db!(&self.db, |pool| {
             let rows = sqlx::query_as(&format!(
@@ -414,11 +414,11 @@ impl Store {
 
     pub async fn list_people(&self, f: &PersonFilter) -> StoreResult<(Vec<Person>, i64)> {
         let (start, end) = subtree_range(&f.scope_path);
-        let role = f.role.map(|r| format!("%{r}%"));
+        let role = f.role.map(|r| format!("%,{r},%"));
         let pattern = like_pattern(&f.query);
         let filter = "FROM people p JOIN units u ON u.id = p.unit_id \
              WHERE u.path >= $1 AND u.path < $2 AND ($3 IS NULL OR p.unit_id = $3) \
-             AND ($4 IS NULL OR p.roles LIKE $4) \
+             AND ($4 IS NULL OR ',' || p.roles || ',' LIKE $4) \
              AND ($5 IS NULL OR p.name LIKE $5 ESCAPE '\\' OR p.email LIKE $5 ESCAPE '\\')";
         let (rows, total): (Vec<PersonRow>, i64) = with_db!(&self.db, |pool| {
             let rows = sqlx::query_as(&format!(
