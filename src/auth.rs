@@ -123,41 +123,6 @@ impl LoginThrottle {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_verify_against_their_hash_only() {
-        let hash = hash_password("correct horse").unwrap();
-        assert!(verify_password("correct horse", &hash));
-        assert!(!verify_password("wrong horse", &hash));
-        assert!(!verify_password("correct horse", "not a hash"));
-    }
-
-    #[test]
-    fn throttle_locks_after_the_limit_and_success_resets() {
-        let throttle = LoginThrottle::new(3, Duration::from_secs(60));
-        assert!(throttle.fail("u").is_none());
-        throttle.succeed("u");
-        assert!(throttle.fail("u").is_none());
-        assert!(throttle.fail("u").is_none());
-        assert!(throttle.locked("u").is_none());
-        assert!(throttle.fail("u").is_some());
-        assert!(throttle.locked("u").is_some());
-        assert!(throttle.locked("other").is_none());
-    }
-
-    #[test]
-    fn tokens_are_long_and_hashed() {
-        let t = new_token();
-        assert_eq!(t.len(), 64);
-        assert_ne!(t, new_token());
-        assert_eq!(token_hash(&t).len(), 64);
-        assert_ne!(token_hash(&t), t);
-    }
-}
-
 /// Creates a staff account bound to the unit with `unit_code`; `password_hash` from
 /// [`hash_password`].
 pub async fn add_account(
@@ -195,4 +160,39 @@ pub async fn add_account(
         unit_id: unit.id,
     };
     Ok(store.create_account(&new, actor).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_verify_against_their_hash_only() {
+        let hash = hash_password("correct horse").unwrap();
+        assert!(verify_password("correct horse", &hash));
+        assert!(!verify_password("wrong horse", &hash));
+        assert!(!verify_password("correct horse", "not a hash"));
+    }
+
+    #[test]
+    fn throttle_locks_after_the_limit_and_success_resets() {
+        let throttle = LoginThrottle::new(3, Duration::from_secs(60));
+        assert!(throttle.fail("u").is_none());
+        throttle.succeed("u");
+        assert!(throttle.fail("u").is_none());
+        assert!(throttle.fail("u").is_none());
+        assert!(throttle.locked("u").is_none());
+        assert!(throttle.fail("u").is_some());
+        assert!(throttle.locked("u").is_some());
+        assert!(throttle.locked("other").is_none());
+    }
+
+    #[test]
+    fn tokens_are_long_and_hashed() {
+        let t = new_token();
+        assert_eq!(t.len(), 64);
+        assert_ne!(t, new_token());
+        assert_eq!(token_hash(&t).len(), 64);
+        assert_ne!(token_hash(&t), t);
+    }
 }

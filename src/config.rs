@@ -428,3 +428,129 @@ fn coerce_env_value(default: &toml::Value, raw: &str) -> Option<toml::Value> {
         _ => toml::Value::String(raw.to_string()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn defaults_match_the_embedded_setup() {
+        let c = Config::load_from(None, &[]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database.url.expose(), "sqlite://muster.db");
+        assert_eq!(c.timezone, chrono_tz::Asia::Shanghai);
+        assert_eq!(c.livekit.url, "ws://127.0.0.1:7880");
+        assert_eq!(c.livekit.api_key, "devkey");
+        assert_eq!(c.livekit.api_secret.expose(), "secret");
+        assert_eq!(c.mail.transport, MailTransport::Outbox);
+        assert_eq!(c.mail.outbox_dir, PathBuf::from("outbox"));
+    }
+
+    #[test]
+    fn file_then_environment_override_defaults() {
+        let f = file("timezone = \"Asia/Urumqi\"\n[livekit]\nurl = \"wss://lk.example.cn\"\n");
+        let c = Config::load_from(
+            Some(f.path()),
+            &env(&[
+                ("MUSTER_LIVEKIT__URL", "wss://other.example.cn"),
+                ("MUSTER_DATABASE_URL", "postgres://muster:pw@db/muster"),
+                ("MUSTER_AUTH__SESSION_HOURS", "8"),
+                ("MUSTER_TEST_POSTGRES_URL", "ignored"),
+                ("HOME", "/root"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.timezone, chrono_tz::Asia::Urumqi);
+        assert_eq!(c.livekit.url, "wss://other.example.cn");
+        assert_eq!(c.database.url.expose(), "postgres://muster:pw@db/muster");
+        assert_eq!(c.auth.session_hours, 8);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let f = file("[livekit]\napi_secrett = \"x\"\n");
+        let e = Config::load_from(Some(f.path()), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown key `livekit.api_secrett`"), "{e}");
+        assert!(e.contains("api_secret"), "lists the known keys: {e}");
+        let e = Config::load_from(None, &env(&[("MUSTER_LIVEKIT__SECRET", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown key `livekit.secret`") && e.contains("MUSTER_LIVEKIT__SECRET"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn invalid_values_are_named_with_their_source() {
+        let f = file("timezone = \"Mars/Olympus\"\n");
+        let e = Config::load_from(Some(f.path()), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("timezone") && e.contains("Mars/Olympus"), "{e}");
+        assert!(e.contains(&f.path().display().to_string()), "{e}");
+
+        let e = Config::load_from(None, &env(&[("MUSTER_HTTP__BODY_LIMIT_BYTES", "lots")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("http.body_limit_bytes") && e.contains("MUSTER_HTTP__BODY_LIMIT_BYTES"),
+            "{e}"
+        );
+
+        let e = Config::load_from(None, &env(&[("MUSTER_LISTEN", "port eighty")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen") && e.contains("MUSTER_LISTEN"), "{e}");
+
+        let e = Config::load_from(None, &env(&[("MUSTER_DATABASE__URL", "mysql://x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("database.url"), "{e}");
+
+        let f = file("listen = [\n");
+        let e = Config::load_from(Some(f.path()), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 1") || e.contains("line 2"),
+            "syntax errors carry a line: {e}"
+        );
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let c = Config::load_from(
+            None,
+            &env(&[
+                (
+                    "MUSTER_DATABASE__URL",
+                    "postgres://muster:db-password@db/muster",
+                ),
+                ("MUSTER_LIVEKIT__API_SECRET", "livekit-secret-value"),
+                ("MUSTER_MAIL__SMTP__PASSWORD", "smtp-password-value"),
+            ]),
+        )
+        .unwrap();
+        let debug = format!("{c:?}");
+        for secret in ["db-password", "livekit-secret-value", "smtp-password-value"] {
+            assert!(!debug.contains(secret), "{secret} leaked: {debug}");
+        }
+        assert!(debug.contains("postgres://muster:[redacted]@db/muster"));
+    }
+}

@@ -119,7 +119,9 @@ backend_tests! {
         let client = app.client_for("tangshan").await;
         let lunan = unit_id(&db.store, "130202").await;
         let baoding = unit_id(&db.store, "130600").await;
-        let cases: Vec<(Method, String, Option<Value>, u16, &str, &str)> = vec![
+        // (method, path, body, status, error code, a word the message must contain)
+        type Case = (Method, String, Option<Value>, u16, &'static str, &'static str);
+        let cases: Vec<Case> = vec![
             (Method::GET, format!("/api/v1/units/{baoding}"), None, 403, "forbidden", "保定市"),
             (Method::GET, "/api/v1/units/999999".into(), None, 404, "not_found", "unit 999999"),
             (Method::GET, "/api/v1/units?level=town".into(), None, 422, "invalid_input", "town"),

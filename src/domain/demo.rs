@@ -193,7 +193,7 @@ fn unit(code: String, name: String, level: Level, parent: Option<&UnitRecord>) -
 /// Generates the directory with `enterprises` enterprises, three people each, plus three
 /// people in every government unit. Units come parents first.
 pub fn generate(enterprises: usize) -> DemoDirectory {
-    let mut rng = StdRng::seed_from_u64(2020_02_17);
+    let mut rng = StdRng::seed_from_u64(20_200_217);
     let mut units = Vec::new();
     let mut people = Vec::new();
     let mut province = unit(PROVINCE_CODE.into(), "河北省".into(), Level::Province, None);

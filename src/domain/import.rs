@@ -247,6 +247,7 @@ pub fn plan_units(
     let mut seen: HashMap<String, u64> = HashMap::new();
     let mut file_rows: Vec<(u64, String)> = Vec::new();
 
+    let file_codes: HashSet<&str> = table.rows.iter().map(|(_, c)| c["code"].as_str()).collect();
     for (line, cells) in &table.rows {
         let mut row = RowCheck {
             line: *line,
@@ -290,6 +291,13 @@ pub fn plan_units(
         }
         if parent_code.as_deref() == Some(code.as_str()) {
             row.fail("a unit cannot be its own parent");
+        } else if let Some(parent) = &parent_code
+            && !file_codes.contains(parent.as_str())
+            && !merged.contains_key(parent)
+        {
+            row.fail(format!(
+                "unknown parent_code {parent:?}: no such unit in the file or the directory"
+            ));
         }
         if row.ok {
             seen.insert(code.clone(), *line);
@@ -323,11 +331,9 @@ pub fn plan_units(
             continue;
         };
         match merged.get(parent_code) {
-            None if seen.contains_key(parent_code) => {} // the parent's own row is reported
-            None => errors.push(RowError {
-                line: *line,
-                message: format!("unknown parent_code {parent_code:?}: no such unit in the file or the directory"),
-            }),
+            // An unknown parent was reported with the row; a parent whose own row is bad is
+            // reported there.
+            None => {}
             Some(parent) if !unit.level.may_sit_under(parent.level) => errors.push(RowError {
                 line: *line,
                 message: format!(

@@ -2,8 +2,6 @@
 //! `MUSTER_TEST_POSTGRES_URL` is set), a running app on port 0, and a small directory.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-
 use muster::config::{Config, Secret};
 use muster::startup::Application;
 use muster::store::Store;
@@ -73,12 +71,12 @@ impl TestDb {
     /// Drops a PostgreSQL test database (SQLite's goes with its temp dir).
     pub async fn cleanup(self) {
         self.store.close().await;
-        if let Some((admin_url, name)) = self.pg_admin {
-            if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut admin)
-                    .await;
-            }
+        if let Some((admin_url, name)) = self.pg_admin
+            && let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await
+        {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut admin)
+                .await;
         }
     }
 }
@@ -197,10 +195,12 @@ pub struct TestApp {
 }
 
 pub fn test_config(db: &TestDb) -> Config {
-    let mut config = Config::default();
-    config.listen = "127.0.0.1:0".parse().unwrap();
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
     config.database.url = Secret::new(db.url.clone());
-    config.mail.outbox_dir = PathBuf::from(std::env::temp_dir()).join("muster-test-outbox");
+    config.mail.outbox_dir = std::env::temp_dir().join("muster-test-outbox");
     config
 }
 
