@@ -1,6 +1,7 @@
 //! Plain domain types and rules. Nothing in here does I/O.
 
 pub mod access;
+pub mod agenda;
 pub mod demo;
 pub mod import;
 pub mod org;
