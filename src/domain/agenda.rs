@@ -28,7 +28,8 @@ impl FromStr for Span {
     fn from_str(s: &str) -> Result<Self, String> {
         let std = humantime::parse_duration(s.trim())
             .map_err(|e| format!("bad duration {s:?}: {e}; write it like 90m, 2h, 1h30m or 7d"))?;
-        let d = chrono::Duration::from_std(std).map_err(|_| format!("duration {s:?} is too long"))?;
+        let d =
+            chrono::Duration::from_std(std).map_err(|_| format!("duration {s:?} is too long"))?;
         Ok(Span(d))
     }
 }
@@ -53,7 +54,9 @@ impl Serialize for Span {
 
 impl<'de> Deserialize<'de> for Span {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -88,8 +91,9 @@ impl FromStr for StartRule {
             return Ok(StartRule::AfterParent(offset.parse()?));
         }
         if let Some(rest) = text.strip_prefix("next_workday") {
-            let time = NaiveTime::parse_from_str(rest.trim(), "%H:%M")
-                .map_err(|_| format!("bad start {s:?}: expected `next_workday HH:MM`, e.g. next_workday 09:00"))?;
+            let time = NaiveTime::parse_from_str(rest.trim(), "%H:%M").map_err(|_| {
+                format!("bad start {s:?}: expected `next_workday HH:MM`, e.g. next_workday 09:00")
+            })?;
             return Ok(StartRule::NextWorkday(time));
         }
         Err(format!("bad start {s:?}: expected one of {START_FORMS}"))
@@ -114,7 +118,9 @@ impl Serialize for StartRule {
 
 impl<'de> Deserialize<'de> for StartRule {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -290,9 +296,14 @@ impl<'de> Deserialize<'de> for HostSpec {
                 f.write_str("a level (province, city, district) or a list of levels")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HostSpec, E> {
-                v.parse::<Level>().map(|l| HostSpec(vec![l])).map_err(E::custom)
+                v.parse::<Level>()
+                    .map(|l| HostSpec(vec![l]))
+                    .map_err(E::custom)
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<HostSpec, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<HostSpec, A::Error> {
                 let mut levels = Vec::new();
                 while let Some(level) = seq.next_element::<String>()? {
                     levels.push(level.parse::<Level>().map_err(serde::de::Error::custom)?);
@@ -371,7 +382,11 @@ pub struct TemplateError {
 
 impl fmt::Display for TemplateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)?;
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )?;
         if let Some(hint) = &self.hint {
             write!(f, "\n  hint: {hint}")?;
         }
@@ -387,7 +402,12 @@ struct Source<'a> {
 }
 
 impl Source<'_> {
-    fn error(&self, span: Range<usize>, message: impl Into<String>, hint: Option<&str>) -> TemplateError {
+    fn error(
+        &self,
+        span: Range<usize>,
+        message: impl Into<String>,
+        hint: Option<&str>,
+    ) -> TemplateError {
         let before = &self.text[..span.start.min(self.text.len())];
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
@@ -404,7 +424,9 @@ impl Source<'_> {
 /// A hint for the usual mistakes, by what the message says.
 fn hint_for(message: &str) -> Option<&'static str> {
     if message.contains("unknown field") {
-        Some("see agendas/README.md for the keys a template, a tier, an invite group, an agenda item and an action may have")
+        Some(
+            "see agendas/README.md for the keys a template, a tier, an invite group, an agenda item and an action may have",
+        )
     } else if message.contains("variant") && message.contains("province") {
         Some("levels are province, city, district, enterprise")
     } else if message.contains("variant") && message.contains("principal") {
@@ -459,21 +481,38 @@ fn validate(src: &Source, raw: RawTemplate) -> Result<AgendaTemplate, TemplateEr
         })?,
     };
     if raw.tiers.get_ref().is_empty() {
-        return Err(src.error(raw.tiers.span(), "a template needs at least one tier", Some("add a [[tiers]] table for the meeting the dispatch starts with")));
+        return Err(src.error(
+            raw.tiers.span(),
+            "a template needs at least one tier",
+            Some("add a [[tiers]] table for the meeting the dispatch starts with"),
+        ));
     }
 
     let mut tiers: Vec<Tier> = Vec::new();
     let mut ids: HashMap<String, usize> = HashMap::new();
     for (index, t) in raw.tiers.into_inner().into_iter().enumerate() {
         let host_levels = t.host.get_ref().0.clone();
-        let (Some(&shallowest), Some(&host)) = (host_levels.iter().min(), host_levels.iter().max()) else {
-            return Err(src.error(t.host.span(), "host is an empty list", Some("name the level that hosts this tier's meetings")));
+        let (Some(&shallowest), Some(&host)) = (host_levels.iter().min(), host_levels.iter().max())
+        else {
+            return Err(src.error(
+                t.host.span(),
+                "host is an empty list",
+                Some("name the level that hosts this tier's meetings"),
+            ));
         };
         if host == Level::Enterprise {
-            return Err(src.error(t.host.span(), "enterprises do not host meetings", Some("hosts are province, city or district bureaus")));
+            return Err(src.error(
+                t.host.span(),
+                "enterprises do not host meetings",
+                Some("hosts are province, city or district bureaus"),
+            ));
         }
         if index > 0 && host_levels.len() > 1 {
-            return Err(src.error(t.host.span(), "only the first tier may name several host levels", Some("write one level, e.g. host = \"city\"")));
+            return Err(src.error(
+                t.host.span(),
+                "only the first tier may name several host levels",
+                Some("write one level, e.g. host = \"city\""),
+            ));
         }
         let id = match &t.id {
             Some(id) => id.get_ref().trim().to_string(),
@@ -489,7 +528,11 @@ fn validate(src: &Source, raw: RawTemplate) -> Result<AgendaTemplate, TemplateEr
         }
         let parent = match (index, &t.parent) {
             (0, Some(p)) => {
-                return Err(src.error(p.span(), "the first tier has no parent", Some("remove `parent` from the first tier")));
+                return Err(src.error(
+                    p.span(),
+                    "the first tier has no parent",
+                    Some("remove `parent` from the first tier"),
+                ));
             }
             (0, None) => None,
             (_, Some(p)) => Some(*ids.get(p.get_ref().trim()).ok_or_else(|| {
@@ -504,7 +547,11 @@ fn validate(src: &Source, raw: RawTemplate) -> Result<AgendaTemplate, TemplateEr
         let start = t.start.as_ref().map(|s| *s.get_ref());
         match (parent, &t.start) {
             (None, Some(s)) => {
-                return Err(src.error(s.span(), "the first tier starts when the dispatch says", Some("remove `start` from the first tier")));
+                return Err(src.error(
+                    s.span(),
+                    "the first tier starts when the dispatch says",
+                    Some("remove `start` from the first tier"),
+                ));
             }
             (Some(_), None) => {
                 return Err(src.error(
@@ -527,37 +574,61 @@ fn validate(src: &Source, raw: RawTemplate) -> Result<AgendaTemplate, TemplateEr
             if host == parent_host && start == Some(StartRule::WithParent) {
                 return Err(src.error(
                     t.start.as_ref().expect("checked").span(),
-                    format!("tier {id:?} joins its parent live but is hosted by the same level ({host})"),
+                    format!(
+                        "tier {id:?} joins its parent live but is hosted by the same level ({host})"
+                    ),
                     Some("sub-venues (with_parent) are hosted by a level below the parent's"),
                 ));
             }
         }
         let duration = match (&t.duration, start) {
             (Some(d), Some(StartRule::WithParent)) => {
-                return Err(src.error(d.span(), "a sub-venue lasts as long as the call it joins", Some("remove `duration` from a with_parent tier")));
+                return Err(src.error(
+                    d.span(),
+                    "a sub-venue lasts as long as the call it joins",
+                    Some("remove `duration` from a with_parent tier"),
+                ));
             }
             (None, Some(StartRule::WithParent)) => tiers[parent.expect("non-first tier")].duration,
             (None, _) => {
-                return Err(src.error(t.host.span(), format!("tier {id:?} has no `duration`"), Some("write it like duration = \"60m\"")));
+                return Err(src.error(
+                    t.host.span(),
+                    format!("tier {id:?} has no `duration`"),
+                    Some("write it like duration = \"60m\""),
+                ));
             }
             (Some(d), _) => {
                 let duration = *d.get_ref();
-                if duration.0 <= chrono::Duration::zero() || duration.0 > chrono::Duration::hours(24) {
-                    return Err(src.error(d.span(), format!("duration {duration} is out of range"), Some("a meeting lasts more than 0 minutes and at most 24h")));
+                if duration.0 <= chrono::Duration::zero()
+                    || duration.0 > chrono::Duration::hours(24)
+                {
+                    return Err(src.error(
+                        d.span(),
+                        format!("duration {duration} is out of range"),
+                        Some("a meeting lasts more than 0 minutes and at most 24h"),
+                    ));
                 }
                 duration
             }
         };
         let move_within = match &t.move_within {
             Some(m) if m.get_ref().0 > chrono::Duration::days(7) => {
-                return Err(src.error(m.span(), "move_within is longer than 7d", Some("a host may move its meeting by at most 7 days")));
+                return Err(src.error(
+                    m.span(),
+                    "move_within is longer than 7d",
+                    Some("a host may move its meeting by at most 7 days"),
+                ));
             }
             Some(m) => *m.get_ref(),
             None => Span(chrono::Duration::zero()),
         };
         let host_roles = match &t.host_roles {
             Some(r) if r.get_ref().is_empty() => {
-                return Err(src.error(r.span(), "host_roles is empty", Some("name the roles of the host unit's people who host, e.g. [\"principal\"]")));
+                return Err(src.error(
+                    r.span(),
+                    "host_roles is empty",
+                    Some("name the roles of the host unit's people who host, e.g. [\"principal\"]"),
+                ));
             }
             Some(r) => r.get_ref().clone(),
             None => vec![PersonRole::Principal],
@@ -575,7 +646,11 @@ fn validate(src: &Source, raw: RawTemplate) -> Result<AgendaTemplate, TemplateEr
         }
         ids.insert(id.clone(), index);
         if t.require_enterprises && raw.sector.is_none() {
-            return Err(src.error(t.host.span(), "require_enterprises needs the template's `sector`", Some("add sector = \"coal_mine\" (or another sector) at the top of the template")));
+            return Err(src.error(
+                t.host.span(),
+                "require_enterprises needs the template's `sector`",
+                Some("add sector = \"coal_mine\" (or another sector) at the top of the template"),
+            ));
         }
         tiers.push(Tier {
             id,
@@ -599,14 +674,24 @@ fn validate(src: &Source, raw: RawTemplate) -> Result<AgendaTemplate, TemplateEr
         let tier = match &item.tier {
             None => 0,
             Some(t) => *ids.get(t.get_ref().trim()).ok_or_else(|| {
-                src.error(t.span(), format!("unknown tier {:?}", t.get_ref()), Some("an agenda item's tier is the id of a tier of this template"))
+                src.error(
+                    t.span(),
+                    format!("unknown tier {:?}", t.get_ref()),
+                    Some("an agenda item's tier is the id of a tier of this template"),
+                )
             })?,
         };
         let minutes = *item.minutes.get_ref();
         if minutes == 0 {
-            return Err(src.error(item.minutes.span(), "an agenda item takes at least 1 minute", None));
+            return Err(src.error(
+                item.minutes.span(),
+                "an agenda item takes at least 1 minute",
+                None,
+            ));
         }
-        let entry = minutes_per_tier.entry(tier).or_insert((0, item.minutes.span()));
+        let entry = minutes_per_tier
+            .entry(tier)
+            .or_insert((0, item.minutes.span()));
         entry.0 += minutes;
         entry.1 = item.minutes.span();
         agenda.push(AgendaItem {
@@ -646,7 +731,11 @@ fn validate(src: &Source, raw: RawTemplate) -> Result<AgendaTemplate, TemplateEr
         };
         let due = *a.due.get_ref();
         if due.0 <= chrono::Duration::zero() {
-            return Err(src.error(a.due.span(), "due must be after the meeting", Some("write it like 3d or 7d")));
+            return Err(src.error(
+                a.due.span(),
+                "due must be after the meeting",
+                Some("write it like 3d or 7d"),
+            ));
         }
         actions.push(ActionTemplate {
             title: a.title,
@@ -658,7 +747,10 @@ fn validate(src: &Source, raw: RawTemplate) -> Result<AgendaTemplate, TemplateEr
     }
 
     let reminders = raw.reminders.unwrap_or_else(|| {
-        vec![Span(chrono::Duration::hours(24)), Span(chrono::Duration::minutes(15))]
+        vec![
+            Span(chrono::Duration::hours(24)),
+            Span(chrono::Duration::minutes(15)),
+        ]
     });
 
     Ok(AgendaTemplate {
@@ -675,29 +767,51 @@ fn validate(src: &Source, raw: RawTemplate) -> Result<AgendaTemplate, TemplateEr
     })
 }
 
-fn invite_group(src: &Source, tier: &str, host: Level, g: RawInvite) -> Result<InviteGroup, TemplateError> {
+fn invite_group(
+    src: &Source,
+    tier: &str,
+    host: Level,
+    g: RawInvite,
+) -> Result<InviteGroup, TemplateError> {
     let level = *g.level.get_ref();
     if level <= host {
         return Err(src.error(
             g.level.span(),
-            format!("tier {tier:?} is hosted by the {host} level and cannot invite the {level} level"),
+            format!(
+                "tier {tier:?} is hosted by the {host} level and cannot invite the {level} level"
+            ),
             Some("a meeting invites units below its host, in the host's subtree"),
         ));
     }
     let sector = match &g.sector {
         None => SectorFilter::Template,
         Some(s) if level != Level::Enterprise => {
-            return Err(src.error(s.span(), format!("only enterprises have sectors; this group invites the {level} level"), Some("remove `sector` from this invite group")));
+            return Err(src.error(
+                s.span(),
+                format!("only enterprises have sectors; this group invites the {level} level"),
+                Some("remove `sector` from this invite group"),
+            ));
         }
         Some(s) if s.get_ref() == "any" => SectorFilter::Any,
         Some(s) => SectorFilter::Only(s.get_ref().parse().map_err(|e: String| {
-            src.error(s.span(), e, Some("sectors are coal_mine, non_coal_mine, industry_trade, or any"))
+            src.error(
+                s.span(),
+                e,
+                Some("sectors are coal_mine, non_coal_mine, industry_trade, or any"),
+            )
         })?),
     };
     if g.roles.get_ref().is_empty() {
-        return Err(src.error(g.roles.span(), "roles is empty", Some("name the roles to invite in each unit, e.g. [\"principal\", \"safety_head\"]")));
+        return Err(src.error(
+            g.roles.span(),
+            "roles is empty",
+            Some("name the roles to invite in each unit, e.g. [\"principal\", \"safety_head\"]"),
+        ));
     }
-    let role = g.role.as_ref().map_or(MeetingRole::Attendee, |r| *r.get_ref());
+    let role = g
+        .role
+        .as_ref()
+        .map_or(MeetingRole::Attendee, |r| *r.get_ref());
     if role == MeetingRole::Host {
         return Err(src.error(
             g.role.as_ref().expect("checked").span(),
@@ -707,10 +821,18 @@ fn invite_group(src: &Source, tier: &str, host: Level, g: RawInvite) -> Result<I
     }
     let publish = g.publish.unwrap_or(role.publishes_by_default());
     if role == MeetingRole::Observer && publish {
-        return Err(src.error(g.level.span(), "observers never publish", Some("remove `publish = true` or make the group attendees")));
+        return Err(src.error(
+            g.level.span(),
+            "observers never publish",
+            Some("remove `publish = true` or make the group attendees"),
+        ));
     }
     if g.max.is_some() && !g.chosen {
-        return Err(src.error(g.level.span(), "`max` only applies to chosen units", Some("add `chosen = true` or remove `max`")));
+        return Err(src.error(
+            g.level.span(),
+            "`max` only applies to chosen units",
+            Some("add `chosen = true` or remove `max`"),
+        ));
     }
     Ok(InviteGroup {
         level,
@@ -741,7 +863,11 @@ impl TemplateSet {
                     if let Some(other) = seen.get(&t.id) {
                         let at = text.find(&format!("\"{}\"", t.id)).unwrap_or(0);
                         let src = Source { file, text };
-                        errors.push(src.error(at..at, format!("template id {:?} is also used by {other}", t.id), Some("template ids must be unique across the folder")));
+                        errors.push(src.error(
+                            at..at,
+                            format!("template id {:?} is also used by {other}", t.id),
+                            Some("template ids must be unique across the folder"),
+                        ));
                     } else {
                         seen.insert(t.id.clone(), file.clone());
                         templates.push(t);
@@ -777,7 +903,12 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().path())
             .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-            .map(|p| (p.display().to_string(), std::fs::read_to_string(&p).unwrap()))
+            .map(|p| {
+                (
+                    p.display().to_string(),
+                    std::fs::read_to_string(&p).unwrap(),
+                )
+            })
             .collect();
         files.sort();
         files
@@ -786,7 +917,14 @@ mod tests {
     #[test]
     fn shipped_templates_are_valid() {
         let set = TemplateSet::parse(&shipped()).unwrap_or_else(|errors| {
-            panic!("{}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))
+            panic!(
+                "{}",
+                errors
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
         });
         let ids: Vec<&str> = set.templates.iter().map(|t| t.id.as_str()).collect();
         assert_eq!(
@@ -802,12 +940,26 @@ mod tests {
         assert_eq!(coal.sector, Some(Sector::CoalMine));
         let venue = &coal.tiers[1];
         assert!(venue.joins_parent());
-        assert_eq!(venue.duration, coal.tiers[0].duration, "a sub-venue lasts as long as its call");
+        assert_eq!(
+            venue.duration, coal.tiers[0].duration,
+            "a sub-venue lasts as long as its call"
+        );
         assert_eq!(coal.tiers[2].parent, Some(0));
-        assert_eq!(coal.tiers[2].start, Some(StartRule::AfterParent("2h".parse().unwrap())));
-        assert_eq!(coal.tiers[3].start, Some(StartRule::NextWorkday(NaiveTime::from_hms_opt(9, 0, 0).unwrap())));
+        assert_eq!(
+            coal.tiers[2].start,
+            Some(StartRule::AfterParent("2h".parse().unwrap()))
+        );
+        assert_eq!(
+            coal.tiers[3].start,
+            Some(StartRule::NextWorkday(
+                NaiveTime::from_hms_opt(9, 0, 0).unwrap()
+            ))
+        );
         let inspection = set.get("remote-safety-inspection").unwrap();
-        assert_eq!(inspection.tiers[0].host_levels, vec![Level::City, Level::District]);
+        assert_eq!(
+            inspection.tiers[0].host_levels,
+            vec![Level::City, Level::District]
+        );
         assert!(inspection.tiers[0].record);
         assert!(inspection.tiers[0].invite[0].chosen);
         assert_eq!(inspection.tiers[0].invite[0].sector, SectorFilter::Any);
@@ -868,14 +1020,27 @@ invite = [{ level = "enterprise", roles = ["principal"] }]
         assert_eq!(e.line, 3);
         assert!(e.hint.unwrap().contains("coal_mine"));
 
-        let e = broken("{ level = \"enterprise\", roles", "{ level = \"city\", roles");
-        assert!(e.message.contains("hosted by the city level and cannot invite the city level"), "{e}");
+        let e = broken(
+            "{ level = \"enterprise\", roles",
+            "{ level = \"city\", roles",
+        );
+        assert!(
+            e.message
+                .contains("hosted by the city level and cannot invite the city level"),
+            "{e}"
+        );
         assert_eq!(e.line, 14);
 
-        let e = broken("[[tiers]]\nhost = \"city\"", "[[tiers]]\nhost = \"city\"\nparent = \"nope\"");
+        let e = broken(
+            "[[tiers]]\nhost = \"city\"",
+            "[[tiers]]\nhost = \"city\"\nparent = \"nope\"",
+        );
         assert!(e.message.contains("unknown parent tier \"nope\""), "{e}");
 
-        let e = broken("invite = [{ level = \"enterprise\", roles = [\"principal\"] }]", "invite = []");
+        let e = broken(
+            "invite = [{ level = \"enterprise\", roles = [\"principal\"] }]",
+            "invite = []",
+        );
         assert_eq!(e.line, 14, "{e}");
         assert!(e.message.contains("invites nobody"), "{e}");
 
@@ -888,7 +1053,11 @@ invite = [{ level = "enterprise", roles = ["principal"] }]
     fn a_tier_hosted_above_its_parent_is_refused() {
         let text = GOOD
             .replacen("host = \"province\"", "host = \"city\"", 1)
-            .replacen("{ level = \"city\", roles", "{ level = \"district\", roles", 1)
+            .replacen(
+                "{ level = \"city\", roles",
+                "{ level = \"district\", roles",
+                1,
+            )
             .replacen("host = \"city\"\nstart", "host = \"province\"\nstart", 1);
         let e = parse_template("t.toml", &text).unwrap_err();
         assert_eq!(e.line, 11, "{e}");
@@ -897,24 +1066,42 @@ invite = [{ level = "enterprise", roles = ["principal"] }]
 
     #[test]
     fn an_agenda_longer_than_the_meeting_is_refused() {
-        let text = format!("{GOOD}\n[[agenda]]\ntitle = \"a\"\nminutes = 40\n\n[[agenda]]\ntitle = \"b\"\nminutes = 30\n");
+        let text = format!(
+            "{GOOD}\n[[agenda]]\ntitle = \"a\"\nminutes = 40\n\n[[agenda]]\ntitle = \"b\"\nminutes = 30\n"
+        );
         let e = parse_template("t.toml", &text).unwrap_err();
-        assert!(e.message.contains("70 minutes, longer than its duration 1h"), "{e}");
+        assert!(
+            e.message
+                .contains("70 minutes, longer than its duration 1h"),
+            "{e}"
+        );
         assert_eq!(e.line, 22);
     }
 
     #[test]
     fn duplicate_ids_across_files_are_reported() {
-        let files = vec![("a.toml".to_string(), GOOD.to_string()), ("b.toml".to_string(), GOOD.to_string())];
+        let files = vec![
+            ("a.toml".to_string(), GOOD.to_string()),
+            ("b.toml".to_string(), GOOD.to_string()),
+        ];
         let errors = TemplateSet::parse(&files).unwrap_err();
         assert_eq!(errors.len(), 1);
-        assert!(errors[0].to_string().starts_with("b.toml:1:"), "{}", errors[0]);
+        assert!(
+            errors[0].to_string().starts_with("b.toml:1:"),
+            "{}",
+            errors[0]
+        );
         assert!(errors[0].message.contains("also used by a.toml"));
     }
 
     #[test]
     fn start_rules_and_spans_round_trip() {
-        for text in ["with_parent", "after_parent + 2h", "next_workday 09:00", "after_parent + 1h30m"] {
+        for text in [
+            "with_parent",
+            "after_parent + 2h",
+            "next_workday 09:00",
+            "after_parent + 1h30m",
+        ] {
             let rule: StartRule = text.parse().unwrap();
             assert_eq!(rule.to_string(), text);
         }

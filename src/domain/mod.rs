@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod agenda;
+pub mod cascade;
 pub mod demo;
 pub mod import;
 pub mod org;
