@@ -5,4 +5,5 @@ pub mod agenda;
 pub mod cascade;
 pub mod demo;
 pub mod import;
+pub mod meeting;
 pub mod org;
