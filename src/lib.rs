@@ -1,9 +1,11 @@
 //! muster orchestrates tiered video dispatch meetings (视频调度会): the cascade of meetings
 //! from province to enterprise, their LiveKit rooms, invitations, attendance and follow-ups.
 
+pub mod agendas;
 pub mod auth;
 pub mod config;
 pub mod directory;
+pub mod dispatch;
 pub mod domain;
 pub mod error;
 pub mod http;

@@ -55,6 +55,63 @@ enum Command {
         #[command(subcommand)]
         command: UsersCommand,
     },
+    /// Agenda templates.
+    Agendas {
+        #[command(subcommand)]
+        command: AgendasCommand,
+    },
+    /// Dispatches: plan (dry run), publish, show, reschedule, cancel.
+    Dispatch {
+        /// Act as this staff account (its scope applies); by default the CLI acts on everything.
+        #[arg(long = "as", global = true)]
+        as_user: Option<String>,
+        #[command(subcommand)]
+        command: DispatchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgendasCommand {
+    /// Validate every template in DIR (default: the configured folder).
+    Check { dir: Option<PathBuf> },
+}
+
+#[derive(clap::Args)]
+struct DispatchArgs {
+    /// Template id, e.g. industry-trade-resumption.
+    #[arg(long)]
+    template: String,
+    /// Code (or id) of the unit that hosts the first meeting.
+    #[arg(long)]
+    root: String,
+    /// Start: `2026-12-05 09:00` (the template's time zone) or RFC 3339.
+    #[arg(long)]
+    start: String,
+    /// Units chosen for templates that invite chosen units (codes or ids).
+    #[arg(long = "choose")]
+    chosen: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum DispatchCommand {
+    /// Show the plan without storing anything.
+    Plan(DispatchArgs),
+    /// Plan and publish: meetings, invitations and their jobs in one transaction.
+    Publish(DispatchArgs),
+    /// Show a dispatch and its meetings.
+    Show { id: i64 },
+    /// Move a dispatch to a new start; dependent meetings follow.
+    Reschedule {
+        id: i64,
+        #[arg(long)]
+        start: String,
+    },
+    /// Cancel a dispatch and all its meetings.
+    Cancel {
+        id: i64,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -90,6 +147,186 @@ enum UsersCommand {
         #[arg(long, default_value = "cli")]
         name: String,
     },
+}
+
+async fn dispatch_command(
+    config: &Config,
+    as_user: Option<String>,
+    command: DispatchCommand,
+) -> anyhow::Result<ExitCode> {
+    use muster::dispatch as d;
+    let store = open_store(config).await?;
+    let principal = match as_user {
+        Some(name) => cli_principal_for(&store, &name).await?,
+        None => muster::domain::access::Principal {
+            account_id: 0,
+            username: "cli".into(),
+            role: StaffRole::Admin,
+            unit_id: 0,
+            unit_name: "(all units)".into(),
+            unit_path: "/".into(),
+        },
+    };
+    let is_default = config.agendas_dir == Config::default().agendas_dir;
+    let templates = muster::agendas::load(&config.agendas_dir, is_default)?;
+    let now = chrono::Utc::now();
+    let input = |a: DispatchArgs| d::DispatchInput {
+        template: a.template,
+        root_unit: a.root,
+        start: a.start,
+        chosen_units: a.chosen,
+    };
+    let result = match command {
+        DispatchCommand::Plan(args) => {
+            let input = input(args);
+            match d::prepare(&store, &templates, &principal, &input, now).await {
+                Ok(prepared) => d::build_plan(&store, &prepared)
+                    .await
+                    .map(|(plan, dir)| print_preview(&d::preview(&plan, &dir))),
+                Err(e) => Err(e),
+            }
+        }
+        DispatchCommand::Publish(args) => {
+            d::publish(&store, &templates, &principal, &input(args), now)
+                .await
+                .map(|(id, preview)| {
+                    print_preview(&preview);
+                    println!("published as dispatch {id}");
+                })
+        }
+        DispatchCommand::Show { id } => d::view(&store, &principal, id).await.map(|view| {
+            let tz: chrono_tz::Tz = view
+                .dispatch
+                .timezone
+                .parse()
+                .unwrap_or(chrono_tz::Asia::Shanghai);
+            println!(
+                "dispatch {} · {} · {} · {}",
+                view.dispatch.id,
+                view.dispatch.title,
+                view.dispatch.root_unit_name,
+                view.dispatch.status
+            );
+            for node in &view.meetings {
+                let m = &node.meeting;
+                let depth = depth_of(&view.meetings, m.parent_id);
+                println!(
+                    "{}{} [{}] {} {}–{}  {}: {} invited, {} confirmed, {} declined",
+                    "  ".repeat(depth),
+                    m.id,
+                    m.tier,
+                    m.title,
+                    m.planned_start.with_timezone(&tz).format("%m-%d %H:%M"),
+                    m.planned_end.with_timezone(&tz).format("%H:%M"),
+                    m.status,
+                    node.rsvp.total,
+                    node.rsvp.confirmed,
+                    node.rsvp.declined
+                );
+            }
+        }),
+        DispatchCommand::Reschedule { id, start } => {
+            d::reschedule_dispatch(&store, &principal, id, &start, now)
+                .await
+                .map(|n| println!("dispatch {id}: {n} meeting(s) moved"))
+        }
+        DispatchCommand::Cancel { id, reason } => {
+            d::cancel_dispatch(&store, &principal, id, &reason)
+                .await
+                .map(|n| println!("dispatch {id}: {n} meeting(s) cancelled"))
+        }
+    };
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn depth_of(meetings: &[muster::dispatch::MeetingNode], mut parent: Option<i64>) -> usize {
+    let mut depth = 0;
+    while let Some(p) = parent {
+        depth += 1;
+        parent = meetings
+            .iter()
+            .find(|n| n.meeting.id == p)
+            .and_then(|n| n.meeting.parent_id);
+    }
+    depth
+}
+
+fn print_preview(p: &muster::dispatch::PlanPreview) {
+    println!(
+        "{} · {} · {} ({})",
+        p.title,
+        p.root_unit,
+        p.starts_at.format("%Y-%m-%d %H:%M UTC"),
+        p.timezone
+    );
+    println!(
+        "{} meeting(s), {} invitation(s)",
+        p.meeting_count, p.invitation_count
+    );
+    for m in &p.meetings {
+        let mut depth = 0;
+        let mut parent = m.parent;
+        while let Some(i) = parent {
+            depth += 1;
+            parent = p.meetings[i].parent;
+        }
+        println!(
+            "{}[{}] {} · {}{} · {} unit(s), {} invitation(s)",
+            "  ".repeat(depth),
+            m.tier,
+            m.title,
+            m.local_start,
+            if m.joins_parent { " (joins live)" } else { "" },
+            m.units,
+            m.invitations
+        );
+    }
+    if !p.skipped.is_empty() {
+        println!("skipped:");
+        for s in &p.skipped {
+            println!("  [{}] {}: {}", s.tier_id, s.unit_name, s.reason);
+        }
+    }
+    for b in &p.double_bookings {
+        println!(
+            "double-booked: {} in {} and {}",
+            b.unit_name, p.meetings[b.first].title, p.meetings[b.second].title
+        );
+    }
+    if p.warning_count > 0 {
+        println!("{} warning(s), e.g.:", p.warning_count);
+        for w in p.warnings.iter().take(10) {
+            println!("  {}", serde_json::to_string(w).unwrap_or_default());
+        }
+    }
+}
+
+async fn cli_principal_for(
+    store: &muster::store::Store,
+    username: &str,
+) -> anyhow::Result<muster::domain::access::Principal> {
+    let account = store
+        .account_by_username(&username.to_lowercase())
+        .await?
+        .account;
+    if account.disabled {
+        anyhow::bail!("account {username} is disabled");
+    }
+    let unit = store.unit(account.unit_id).await?;
+    Ok(muster::domain::access::Principal {
+        account_id: account.id,
+        username: account.username,
+        role: account.role,
+        unit_id: unit.id,
+        unit_name: unit.name,
+        unit_path: unit.path,
+    })
 }
 
 fn parse_role(s: &str) -> Result<StaffRole, String> {
@@ -174,6 +411,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Users { command } => users(&config, command).await?,
+        Command::Agendas {
+            command: AgendasCommand::Check { dir },
+        } => {
+            let dir = dir.unwrap_or_else(|| config.agendas_dir.clone());
+            match muster::agendas::load_dir(&dir) {
+                Ok(set) => {
+                    for t in &set.templates {
+                        println!("ok  {:<28} {}", t.id, t.title);
+                    }
+                    println!(
+                        "{} template(s) in {} are valid",
+                        set.templates.len(),
+                        dir.display()
+                    );
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        Command::Dispatch { as_user, command } => {
+            return dispatch_command(&config, as_user, command).await;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -30,12 +30,15 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 impl Application {
     /// Binds the listener (port 0 picks a free port, as tests do).
     pub async fn build(config: Config, store: Store) -> anyhow::Result<Self> {
+        let is_default = config.agendas_dir == Config::default().agendas_dir;
+        let templates = crate::agendas::load(&config.agendas_dir, is_default)?;
+        tracing::info!(count = templates.templates.len(), "agenda templates loaded");
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         Ok(Self {
             listener,
-            state: AppState::new(store, config),
+            state: AppState::new(store, config, templates),
         })
     }
 

@@ -1,8 +1,11 @@
 //! The HTTP surface: one module per resource, each with its own `router()`.
 
+mod agendas;
 mod audit;
+mod dispatches;
 pub mod extract;
 mod health;
+mod meetings;
 mod openapi;
 mod people;
 pub(crate) mod session;
@@ -18,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::auth::LoginThrottle;
 use crate::config::Config;
+use crate::domain::agenda::TemplateSet;
 use crate::error::AppError;
 use crate::store::Store;
 use crate::telemetry::{Metrics, RequestLabels, RouteLabels};
@@ -26,6 +30,7 @@ use crate::telemetry::{Metrics, RequestLabels, RouteLabels};
 pub struct AppState {
     pub store: Store,
     pub config: Arc<Config>,
+    pub templates: Arc<TemplateSet>,
     pub metrics: Arc<Metrics>,
     /// Failed logins per account name.
     pub account_throttle: Arc<LoginThrottle>,
@@ -34,7 +39,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(store: Store, config: Config) -> Self {
+    pub fn new(store: Store, config: Config, templates: TemplateSet) -> Self {
         let lockout = Duration::from_secs(u64::from(config.auth.lockout_minutes) * 60);
         let limit = config.auth.max_failed_logins;
         Self {
@@ -43,6 +48,7 @@ impl AppState {
             account_throttle: Arc::new(LoginThrottle::new(limit, lockout)),
             address_throttle: Arc::new(LoginThrottle::new(limit.saturating_mul(10), lockout)),
             config: Arc::new(config),
+            templates: Arc::new(templates),
         }
     }
 }
@@ -53,6 +59,9 @@ pub fn router(state: AppState) -> Router {
         .merge(units::router())
         .merge(people::router())
         .merge(audit::router())
+        .merge(agendas::router())
+        .merge(dispatches::router())
+        .merge(meetings::router())
         .merge(openapi::router())
         .fallback(|| async { AppError::NotFound("API route".into()) });
     Router::new()

@@ -9,6 +9,8 @@
 
 mod accounts;
 mod audit;
+mod dispatches;
+mod jobs;
 mod org;
 
 use std::str::FromStr;
@@ -20,6 +22,10 @@ use sqlx::{PgPool, Postgres, Sqlite, SqlitePool};
 
 pub use accounts::{AccountWithHash, NewAccount, StaffAccount};
 pub use audit::{AuditEntry, AuditEvent};
+pub use dispatches::{
+    DispatchRecord, InvitationView, MeetingRecord, PublishDispatch, RsvpCounts, room_name,
+};
+pub use jobs::{JobRecord, NewJob};
 pub use org::{DirectorySummary, PersonFilter, PersonUpdate, UnitFilter, UnitUpdate};
 
 #[derive(Debug, thiserror::Error)]

@@ -198,6 +198,30 @@ impl Store {
         ))
     }
 
+    /// The whole directory, for planning a cascade.
+    pub async fn directory_snapshot(&self) -> StoreResult<(Vec<Unit>, Vec<Person>)> {
+        let (units, people): (Vec<UnitRow>, Vec<PersonRow>) = with_db!(&self.db, |pool| {
+            let units = sqlx::query_as(&format!("SELECT {UNIT_COLUMNS} FROM units ORDER BY path"))
+                .fetch_all(pool)
+                .await?;
+            let people =
+                sqlx::query_as(&format!("SELECT {PERSON_COLUMNS} FROM people ORDER BY id"))
+                    .fetch_all(pool)
+                    .await?;
+            (units, people)
+        });
+        Ok((
+            units
+                .into_iter()
+                .map(Unit::try_from)
+                .collect::<Result<_, _>>()?,
+            people
+                .into_iter()
+                .map(Person::try_from)
+                .collect::<Result<_, _>>()?,
+        ))
+    }
+
     pub async fn unit(&self, id: i64) -> StoreResult<Unit> {
         let row: Option<UnitRow> = with_db!(&self.db, |pool| {
             sqlx::query_as(&format!("SELECT {UNIT_COLUMNS} FROM units WHERE id = $1"))
