@@ -4,33 +4,18 @@
 mod common;
 
 use chrono::{Duration, Utc};
-use common::{TestDb, seed};
+use common::seed;
 use muster::directory::{DirectoryError, ImportKind, import, load_demo};
 use muster::domain::access::StaffRole;
 use muster::domain::import::{ChangeSet, ImportError, UnitRecord};
 use muster::domain::org::{Level, PersonRole, Sector};
 use muster::store::{AuditEntry, PersonFilter, PersonUpdate, StoreError, UnitFilter, UnitUpdate};
-use sqlx::Connection;
 
 fn scope(path: &str) -> UnitFilter {
     UnitFilter {
         scope_path: path.into(),
         limit: 100,
         ..Default::default()
-    }
-}
-
-/// Runs a statement on a separate raw connection, as someone bypassing muster would.
-async fn raw_execute(db: &TestDb, sql: &str) -> Result<(), sqlx::Error> {
-    match db.backend {
-        common::Backend::Sqlite => {
-            let mut c = sqlx::SqliteConnection::connect(&db.url).await?;
-            sqlx::query(sql).execute(&mut c).await.map(|_| ())
-        }
-        common::Backend::Postgres => {
-            let mut c = sqlx::PgConnection::connect(&db.url).await?;
-            sqlx::query(sql).execute(&mut c).await.map(|_| ())
-        }
     }
 }
 
@@ -185,9 +170,9 @@ backend_tests! {
     async fn the_audit_log_is_append_only(db: TestDb) {
         seed(&db.store).await;
         assert!(!db.store.audit_events(None, 1).await.unwrap().is_empty());
-        let update = raw_execute(db, "UPDATE audit_events SET actor = 'someone else'").await;
+        let update = common::raw_execute(db, "UPDATE audit_events SET actor = 'someone else'").await;
         assert!(update.is_err(), "an audit event was rewritten");
-        let delete = raw_execute(db, "DELETE FROM audit_events").await;
+        let delete = common::raw_execute(db, "DELETE FROM audit_events").await;
         assert!(delete.is_err(), "audit events were deleted");
     }
 

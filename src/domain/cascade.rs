@@ -585,7 +585,9 @@ mod tests {
     /// 省 P; 市 A (区 A1: coal + trade enterprises; 区 A2: a trade enterprise),
     /// 市 B (区 B1, no enterprises), 市 C (no districts; a coal mine directly under it).
     fn directory() -> Directory {
-        let spec: &[(i64, &str, Level, Option<i64>, &[Sector])] = &[
+        // (id, name, level, parent, sectors)
+        type Spec<'a> = (i64, &'a str, Level, Option<i64>, &'a [Sector]);
+        let spec: &[Spec] = &[
             (1, "P", Level::Province, None, &[]),
             (2, "A", Level::City, Some(1), &[]),
             (3, "A1", Level::District, Some(2), &[]),

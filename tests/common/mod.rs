@@ -2,6 +2,8 @@
 //! `MUSTER_TEST_POSTGRES_URL` is set), a running app on port 0, and a small directory.
 #![allow(dead_code)]
 
+use std::path::PathBuf;
+
 use muster::config::{Config, Secret};
 use muster::startup::Application;
 use muster::store::Store;
@@ -77,6 +79,35 @@ impl TestDb {
             let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                 .execute(&mut admin)
                 .await;
+        }
+    }
+}
+
+/// Runs a statement on a separate raw connection, as someone bypassing muster would.
+pub async fn raw_execute(db: &TestDb, sql: &str) -> Result<(), sqlx::Error> {
+    match db.backend {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&db.url).await?;
+            sqlx::query(sql).execute(&mut c).await.map(|_| ())
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&db.url).await?;
+            sqlx::query(sql).execute(&mut c).await.map(|_| ())
+        }
+    }
+}
+
+/// Counts the rows of a table.
+pub async fn count(db: &TestDb, table: &str) -> i64 {
+    let sql = format!("SELECT COUNT(*) FROM {table}");
+    match db.backend {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            sqlx::query_scalar(&sql).fetch_one(&mut c).await.unwrap()
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query_scalar(&sql).fetch_one(&mut c).await.unwrap()
         }
     }
 }
@@ -197,6 +228,7 @@ pub struct TestApp {
 pub fn test_config(db: &TestDb) -> Config {
     let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
+        agendas_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("agendas"),
         ..Default::default()
     };
     config.database.url = Secret::new(db.url.clone());
@@ -233,13 +265,17 @@ impl TestApp {
 
     /// A client signed in as `username` (session cookie).
     pub async fn client_for(&self, username: &str) -> reqwest::Client {
+        self.client_with(username, PASSWORD).await
+    }
+
+    pub async fn client_with(&self, username: &str, password: &str) -> reqwest::Client {
         let client = reqwest::Client::builder()
             .cookie_store(true)
             .build()
             .unwrap();
         let response = client
             .post(self.url("/api/v1/session"))
-            .json(&serde_json::json!({"username": username, "password": PASSWORD}))
+            .json(&serde_json::json!({"username": username, "password": password}))
             .send()
             .await
             .unwrap();
