@@ -46,6 +46,20 @@ pub struct Config {
     pub mail: MailConfig,
     pub auth: AuthConfig,
     pub http: HttpConfig,
+    pub jobs: JobsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Run job workers in this process (several instances may all run them).
+    pub enabled: bool,
+    pub workers: u32,
+    /// How long a claimed job is a worker's before others may take it over.
+    pub lease_seconds: u32,
+    pub poll_milliseconds: u32,
+    pub backoff_base_seconds: u32,
+    pub backoff_max_seconds: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,6 +131,9 @@ pub struct MailConfig {
     pub transport: MailTransport,
     pub outbox_dir: PathBuf,
     pub from: String,
+    /// Folder with edited copies of message templates (`zh-CN/invitation.txt` …); the built-in
+    /// ones are used for any file it lacks. Empty: built-in only.
+    pub templates_dir: PathBuf,
     pub smtp: SmtpConfig,
 }
 
@@ -170,6 +187,7 @@ impl Default for Config {
                 transport: MailTransport::Outbox,
                 outbox_dir: "outbox".into(),
                 from: "muster <muster@localhost>".into(),
+                templates_dir: PathBuf::new(),
                 smtp: SmtpConfig {
                     host: "localhost".into(),
                     port: 587,
@@ -186,6 +204,14 @@ impl Default for Config {
             },
             http: HttpConfig {
                 body_limit_bytes: 2 * 1024 * 1024,
+            },
+            jobs: JobsConfig {
+                enabled: true,
+                workers: 2,
+                lease_seconds: 60,
+                poll_milliseconds: 1000,
+                backoff_base_seconds: 30,
+                backoff_max_seconds: 3600,
             },
         }
     }

@@ -242,6 +242,7 @@ pub async fn publish(
     let id = store
         .publish_dispatch(&PublishDispatch {
             plan: &plan,
+            reminder_minutes: &reminder_minutes(prepared.template),
             planned_start: prepared.start,
             template_source: &prepared.template.source,
             chosen: &prepared.chosen,
@@ -249,6 +250,10 @@ pub async fn publish(
         })
         .await?;
     Ok((id, preview(&plan, &dir)))
+}
+
+pub fn reminder_minutes(template: &AgendaTemplate) -> Vec<i64> {
+    template.reminders.iter().map(|r| r.minutes()).collect()
 }
 
 /// A meeting with its RSVP counts, as the dispatch tree shows it.
@@ -395,7 +400,13 @@ pub async fn reschedule_meeting(
     .before(&serde_json::json!({"planned_start": meeting.planned_start}))
     .after(&serde_json::json!({"planned_start": start, "moved": moved}));
     store
-        .reschedule(dispatch.id, &moved, is_root.then_some(start), entry)
+        .reschedule(
+            dispatch.id,
+            &moved,
+            is_root.then_some(start),
+            &reminder_minutes(&template),
+            entry,
+        )
         .await?;
     Ok(moved.len())
 }
@@ -455,7 +466,7 @@ pub async fn cancel_meeting(
     )
     .after(&serde_json::json!({"reason": reason, "meetings": ids}));
     let cancelled = store
-        .cancel_meetings(dispatch.id, &ids, is_root.then_some(reason), entry)
+        .cancel_meetings(dispatch.id, &ids, reason, is_root, entry)
         .await?;
     Ok(cancelled)
 }

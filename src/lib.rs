@@ -3,12 +3,15 @@
 
 pub mod agendas;
 pub mod auth;
+pub mod bench;
 pub mod config;
 pub mod directory;
 pub mod dispatch;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod jobs;
+pub mod notify;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

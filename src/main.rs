@@ -55,6 +55,11 @@ enum Command {
         #[command(subcommand)]
         command: UsersCommand,
     },
+    /// The job queue: see failures, retry or cancel jobs.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
     /// Agenda templates.
     Agendas {
         #[command(subcommand)]
@@ -68,6 +73,44 @@ enum Command {
         #[command(subcommand)]
         command: DispatchCommand,
     },
+    /// Benchmarks: figures printed beside a baseline measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Plan and publish the industry-and-trade cascade of the demo province, beside a bare
+    /// batched insert of the same rows (SQLite in a temporary folder; PostgreSQL if given).
+    Cascade {
+        /// Generated enterprises in the demo directory.
+        #[arg(long, default_value_t = 50000)]
+        enterprises: usize,
+        /// PostgreSQL server to create (and drop) a throwaway database on.
+        #[arg(long, env = "MUSTER_BENCH_POSTGRES_URL", hide_env_values = true)]
+        postgres: Option<String>,
+        /// Timed runs of each measurement.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// List jobs, most recently changed first.
+    List {
+        /// queued, running, done, dead, cancelled or all.
+        #[arg(long, default_value = "all")]
+        status: String,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Queue a dead or cancelled job again.
+    Retry { id: i64 },
+    /// Cancel a queued job.
+    Cancel { id: i64 },
 }
 
 #[derive(Subcommand)]
@@ -411,6 +454,35 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Users { command } => users(&config, command).await?,
+        Command::Jobs { command } => {
+            let store = open_store(&config).await?;
+            let now = chrono::Utc::now();
+            match command {
+                JobsCommand::List { status, limit } => {
+                    let status = (status != "all").then_some(status.as_str());
+                    for j in store.jobs_by_status(status, limit).await? {
+                        println!(
+                            "{:>7} {:<10} {:<16} attempts {:>2}/{:<2} run at {}  {}",
+                            j.id,
+                            j.status,
+                            j.kind,
+                            j.attempts,
+                            j.max_attempts,
+                            j.run_at.format("%Y-%m-%d %H:%M:%S"),
+                            j.last_error.unwrap_or_default()
+                        );
+                    }
+                }
+                JobsCommand::Retry { id } => {
+                    let job = store.retry_job(id, now).await?;
+                    println!("job {} is {} again", job.id, job.status);
+                }
+                JobsCommand::Cancel { id } => {
+                    let job = store.cancel_job(id, now).await?;
+                    println!("job {} is {}", job.id, job.status);
+                }
+            }
+        }
         Command::Agendas {
             command: AgendasCommand::Check { dir },
         } => {
@@ -434,6 +506,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Dispatch { as_user, command } => {
             return dispatch_command(&config, as_user, command).await;
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Cascade {
+                    enterprises,
+                    postgres,
+                    runs,
+                },
+        } => {
+            let opts = muster::bench::CascadeOptions {
+                enterprises,
+                postgres,
+                runs,
+            };
+            muster::bench::cascade(&opts).await?;
         }
     }
     Ok(ExitCode::SUCCESS)

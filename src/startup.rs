@@ -2,16 +2,56 @@
 
 use std::net::SocketAddr;
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::config::{Config, redact_url_password};
 use crate::http::{AppState, router};
+use crate::jobs::{Clock, SystemClock, Worker, WorkerConfig};
+use crate::notify::handlers::Notifier;
 use crate::store::Store;
 
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    workers: Vec<Worker>,
+}
+
+/// The job workers the configuration asks for, sending mail through the configured transport.
+pub async fn job_workers(
+    config: &Config,
+    store: &Store,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Vec<Worker>> {
+    let notifier = Notifier::new(store.clone(), config, Arc::clone(&clock)).await?;
+    let handlers = notifier.handlers();
+    let worker_config = WorkerConfig {
+        lease: chrono::Duration::seconds(i64::from(config.jobs.lease_seconds)),
+        poll_interval: std::time::Duration::from_millis(u64::from(config.jobs.poll_milliseconds)),
+        backoff_base: chrono::Duration::seconds(i64::from(config.jobs.backoff_base_seconds)),
+        backoff_max: chrono::Duration::seconds(i64::from(config.jobs.backoff_max_seconds)),
+    };
+    let host = hostname_or_pid();
+    Ok((0..config.jobs.workers.max(1))
+        .map(|n| {
+            Worker::new(
+                store.clone(),
+                Arc::clone(&clock),
+                handlers.clone(),
+                format!("{host}/{n}"),
+                worker_config.clone(),
+            )
+        })
+        .collect())
+}
+
+/// Identifies this process among instances in job leases.
+fn hostname_or_pid() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "muster".into());
+    format!("{host}:{}", std::process::id())
 }
 
 /// Opens the configured database and applies pending migrations.
@@ -33,12 +73,18 @@ impl Application {
         let is_default = config.agendas_dir == Config::default().agendas_dir;
         let templates = crate::agendas::load(&config.agendas_dir, is_default)?;
         tracing::info!(count = templates.templates.len(), "agenda templates loaded");
+        let workers = if config.jobs.enabled {
+            job_workers(&config, &store, Arc::new(SystemClock)).await?
+        } else {
+            Vec::new()
+        };
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         Ok(Self {
             listener,
             state: AppState::new(store, config, templates),
+            workers,
         })
     }
 
@@ -63,13 +109,25 @@ impl Application {
     ) -> anyhow::Result<()> {
         let app = router(self.state.clone());
         tracing::info!(address = %self.local_addr(), "muster is listening");
-        axum::serve(
+        let (stop_workers, worker_stop) = watch::channel(false);
+        let workers: Vec<_> = self
+            .workers
+            .into_iter()
+            .map(|w| tokio::spawn(w.run(worker_stop.clone())))
+            .collect();
+        let served = axum::serve(
             self.listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(stop)
         .await
-        .context("HTTP server failed")?;
+        .context("HTTP server failed");
+        // Let running jobs finish before the pool closes.
+        let _ = stop_workers.send(true);
+        for worker in workers {
+            let _ = worker.await;
+        }
+        served?;
         self.state.store.close().await;
         tracing::info!("muster stopped");
         Ok(())

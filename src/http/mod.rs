@@ -5,6 +5,7 @@ mod audit;
 mod dispatches;
 pub mod extract;
 mod health;
+mod jobs;
 mod meetings;
 mod openapi;
 mod people;
@@ -62,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .merge(agendas::router())
         .merge(dispatches::router())
         .merge(meetings::router())
+        .merge(jobs::router())
         .merge(openapi::router())
         .fallback(|| async { AppError::NotFound("API route".into()) });
     Router::new()

@@ -104,6 +104,8 @@ pub struct InvitationView {
 
 pub struct PublishDispatch<'a> {
     pub plan: &'a Plan,
+    /// Minutes before each meeting at which invitees are reminded.
+    pub reminder_minutes: &'a [i64],
     pub planned_start: DateTime<Utc>,
     pub template_source: &'a str,
     pub chosen: &'a [i64],
@@ -119,6 +121,29 @@ const MEETING_SELECT: &str = "SELECT m.id, m.dispatch_id, m.parent_id, m.tier, m
      m.host_unit_id, u.name AS host_unit_name, u.path AS host_unit_path, m.title, m.joins_parent, \
      m.room_name, m.planned_start, m.planned_end, m.offset_minutes, m.status, m.actual_start, \
      m.actual_end, m.record, m.sequence FROM meetings m JOIN units u ON u.id = m.host_unit_id";
+
+/// Reminder jobs of a meeting at its current `sequence`; a reminder that would be due already
+/// is left out. A reminder job finding the meeting at another sequence does nothing.
+fn reminder_jobs(
+    meeting_id: i64,
+    sequence: i64,
+    starts_at: DateTime<Utc>,
+    minutes: &[i64],
+    now: DateTime<Utc>,
+) -> Vec<NewJob> {
+    minutes
+        .iter()
+        .filter_map(|m| {
+            let run_at = starts_at - chrono::Duration::minutes(*m);
+            (run_at > now).then(|| NewJob {
+                kind: "meeting.remind".into(),
+                payload: serde_json::json!({"meeting_id": meeting_id, "sequence": sequence, "minutes": m}),
+                run_at,
+                dedupe_key: Some(format!("meeting.remind:{meeting_id}:{sequence}:{m}")),
+            })
+        })
+        .collect()
+}
 
 pub fn room_name(dispatch_id: i64, meeting_index: usize) -> String {
     format!("muster-d{dispatch_id}-m{meeting_index}")
@@ -212,7 +237,7 @@ impl Store {
                 q.build().execute(conn).await?;
             });
         }
-        let jobs: Vec<NewJob> = ids
+        let mut jobs: Vec<NewJob> = ids
             .iter()
             .map(|id| {
                 NewJob::now(
@@ -222,6 +247,9 @@ impl Store {
                 )
             })
             .collect();
+        for (m, id) in plan.meetings.iter().zip(&ids) {
+            jobs.extend(reminder_jobs(*id, 0, m.starts_at, p.reminder_minutes, now));
+        }
         Store::enqueue_tx(&mut tx, &jobs).await?;
         let entry = AuditEntry::new(
             p.actor,
@@ -408,6 +436,7 @@ impl Store {
         dispatch_id: i64,
         moved: &[Moved],
         dispatch_start: Option<DateTime<Utc>>,
+        reminder_minutes: &[i64],
         audit: AuditEntry,
     ) -> StoreResult<()> {
         let now = Utc::now();
@@ -440,6 +469,13 @@ impl Store {
                 serde_json::json!({"meeting_id": m.id, "sequence": sequence}),
                 format!("meeting.update:{}:{sequence}", m.id),
             ));
+            jobs.extend(reminder_jobs(
+                m.id,
+                sequence,
+                m.starts_at,
+                reminder_minutes,
+                now,
+            ));
         }
         if let Some(start) = dispatch_start {
             with_tx!(&mut tx, |conn| {
@@ -464,7 +500,8 @@ impl Store {
         &self,
         dispatch_id: i64,
         meeting_ids: &[i64],
-        dispatch_reason: Option<&str>,
+        reason: &str,
+        cancel_dispatch: bool,
         audit: AuditEntry,
     ) -> StoreResult<usize> {
         let now = Utc::now();
@@ -485,12 +522,12 @@ impl Store {
             if let Some(sequence) = sequence {
                 jobs.push(NewJob::now(
                     "meeting.cancel",
-                    serde_json::json!({"meeting_id": id, "sequence": sequence}),
+                    serde_json::json!({"meeting_id": id, "sequence": sequence, "reason": reason}),
                     format!("meeting.cancel:{id}"),
                 ));
             }
         }
-        if let Some(reason) = dispatch_reason {
+        if cancel_dispatch {
             with_tx!(&mut tx, |conn| {
                 sqlx::query(
                     "UPDATE dispatches SET status = 'cancelled', cancel_reason = $1, updated_at = $2 WHERE id = $3",

@@ -11,6 +11,7 @@ mod accounts;
 mod audit;
 mod dispatches;
 mod jobs;
+mod notifications;
 mod org;
 
 use std::str::FromStr;
@@ -25,7 +26,8 @@ pub use audit::{AuditEntry, AuditEvent};
 pub use dispatches::{
     DispatchRecord, InvitationView, MeetingRecord, PublishDispatch, RsvpCounts, room_name,
 };
-pub use jobs::{JobRecord, NewJob};
+pub use jobs::{ClaimedJob, JobRecord, NewJob};
+pub use notifications::{InvitationContext, NewNotification, NotificationRecord, Recipient};
 pub use org::{DirectorySummary, PersonFilter, PersonUpdate, UnitFilter, UnitUpdate};
 
 #[derive(Debug, thiserror::Error)]

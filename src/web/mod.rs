@@ -14,8 +14,11 @@ use crate::error::AppError;
 use crate::http::AppState;
 use crate::http::session::{Credentials, close_session, open_session};
 
+mod invitee;
+
 pub fn router() -> Router<AppState> {
     Router::new()
+        .merge(invitee::router())
         .route("/", get(home))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))

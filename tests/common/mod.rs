@@ -233,6 +233,8 @@ pub fn test_config(db: &TestDb) -> Config {
     };
     config.database.url = Secret::new(db.url.clone());
     config.mail.outbox_dir = std::env::temp_dir().join("muster-test-outbox");
+    // Tests drive the job queue themselves, with a manual clock.
+    config.jobs.enabled = false;
     config
 }
 
