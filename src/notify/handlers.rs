@@ -382,7 +382,7 @@ impl Notifier {
                     ends_at: inv.planned_end,
                     timezone: tz,
                     organizer_name: self.from.name.as_deref().unwrap_or("muster"),
-                    organizer_email: &self.from.email.to_string(),
+                    organizer_email: self.from.email.as_ref(),
                     attendee_name: &who,
                     attendee_email: &address_text,
                     url: &link,
