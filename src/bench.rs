@@ -328,7 +328,8 @@ async fn persist_runs(
         report: &report,
     };
     // As `dispatch::publish` passes them: reminder jobs are part of what publishing writes.
-    let reminder_minutes = crate::dispatch::reminder_minutes(request.template);
+    let schedule =
+        crate::dispatch::job_schedule(request.template, &crate::config::Config::default().livekit);
     let (mut floor_id, mut published_id) = (0, 0);
     for run in 0..runs {
         for floor_turn in [run.is_multiple_of(2), !run.is_multiple_of(2)] {
@@ -344,7 +345,7 @@ async fn persist_runs(
                     .store
                     .publish_dispatch(&PublishDispatch {
                         plan: &p,
-                        reminder_minutes: &reminder_minutes,
+                        schedule: &schedule,
                         planned_start: request.start,
                         template_source: &request.template.source,
                         chosen: request.chosen,

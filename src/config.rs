@@ -107,6 +107,25 @@ pub struct LiveKitConfig {
     pub url: String,
     pub api_key: String,
     pub api_secret: Secret,
+    /// Where `join` sends people: `{url}` and `{token}` are filled in (URL-encoded). The
+    /// default is LiveKit Meet's custom-server page.
+    pub join_url: String,
+    /// Rooms are created this long before their meeting starts.
+    pub room_lead_minutes: u32,
+    /// Invitees may join this long before the start.
+    pub join_early_minutes: u32,
+    /// Rooms stay open, and join tokens valid, this long after the planned end.
+    pub grace_minutes: u32,
+    /// How long LiveKit keeps an empty room (it must survive until people arrive).
+    pub empty_timeout_seconds: u32,
+    /// Places in a room beyond its invitations (guests, interpreters, reconnects).
+    pub participant_margin: u32,
+    /// While a meeting is live, the ledger is compared with ListParticipants this often.
+    pub reconcile_seconds: u32,
+    /// Path prefix for recordings, as the egress service writes them.
+    pub recordings_path: String,
+    /// Per-request timeout of LiveKit API calls.
+    pub request_timeout_seconds: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,6 +201,15 @@ impl Default for Config {
                 url: "ws://127.0.0.1:7880".into(),
                 api_key: "devkey".into(),
                 api_secret: Secret::new("secret"),
+                join_url: "https://meet.livekit.io/custom?liveKitUrl={url}&token={token}".into(),
+                room_lead_minutes: 30,
+                join_early_minutes: 30,
+                grace_minutes: 30,
+                empty_timeout_seconds: 3600,
+                participant_margin: 20,
+                reconcile_seconds: 30,
+                recordings_path: "recordings".into(),
+                request_timeout_seconds: 10,
             },
             mail: MailConfig {
                 transport: MailTransport::Outbox,
@@ -356,6 +384,17 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "livekit.url: expected ws://, wss://, http:// or https://, got {lk:?}"
             )));
+        }
+        if !(self.livekit.join_url.contains("{token}")) {
+            return Err(ConfigError::Invalid(format!(
+                "livekit.join_url: must contain {{token}} (and usually {{url}}), got {:?}",
+                self.livekit.join_url
+            )));
+        }
+        if self.livekit.reconcile_seconds == 0 {
+            return Err(ConfigError::Invalid(
+                "livekit.reconcile_seconds: must be at least 1".into(),
+            ));
         }
         if self.auth.max_failed_logins == 0 {
             return Err(ConfigError::Invalid(

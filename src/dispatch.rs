@@ -4,11 +4,13 @@
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::config::LiveKitConfig;
 use crate::domain::access::Principal;
 use crate::domain::agenda::{AgendaTemplate, TemplateSet, parse_template};
 use crate::domain::cascade::{Directory, Plan, PlanError, PlanRequest, plan};
 use crate::domain::meeting::{MeetingStatus, MeetingTimes, move_meeting, subtree};
 use crate::error::AppError;
+use crate::store::JobSchedule;
 use crate::store::{
     AuditEntry, DispatchRecord, MeetingRecord, PublishDispatch, RsvpCounts, Store, StoreError,
 };
@@ -228,6 +230,7 @@ pub fn preview(plan: &Plan, dir: &Directory) -> PlanPreview {
 pub async fn publish(
     store: &Store,
     templates: &TemplateSet,
+    livekit: &LiveKitConfig,
     principal: &Principal,
     input: &DispatchInput,
     now: DateTime<Utc>,
@@ -242,7 +245,7 @@ pub async fn publish(
     let id = store
         .publish_dispatch(&PublishDispatch {
             plan: &plan,
-            reminder_minutes: &reminder_minutes(prepared.template),
+            schedule: &job_schedule(prepared.template, livekit),
             planned_start: prepared.start,
             template_source: &prepared.template.source,
             chosen: &prepared.chosen,
@@ -252,8 +255,13 @@ pub async fn publish(
     Ok((id, preview(&plan, &dir)))
 }
 
-pub fn reminder_minutes(template: &AgendaTemplate) -> Vec<i64> {
-    template.reminders.iter().map(|r| r.minutes()).collect()
+/// When a dispatch's timed jobs run: the template's reminders, the configured room timing.
+pub fn job_schedule(template: &AgendaTemplate, livekit: &LiveKitConfig) -> JobSchedule {
+    JobSchedule {
+        reminder_minutes: template.reminders.iter().map(|r| r.minutes()).collect(),
+        room_lead_minutes: i64::from(livekit.room_lead_minutes),
+        room_grace_minutes: i64::from(livekit.grace_minutes),
+    }
 }
 
 /// A meeting with its RSVP counts, as the dispatch tree shows it.
@@ -364,6 +372,7 @@ fn require_open(dispatch: &DispatchRecord) -> Result<(), AppError> {
 /// Returns how many meetings moved.
 pub async fn reschedule_meeting(
     store: &Store,
+    livekit: &LiveKitConfig,
     principal: &Principal,
     meeting_id: i64,
     new_start: &str,
@@ -404,7 +413,7 @@ pub async fn reschedule_meeting(
             dispatch.id,
             &moved,
             is_root.then_some(start),
-            &reminder_minutes(&template),
+            &job_schedule(&template, livekit),
             entry,
         )
         .await?;
@@ -414,6 +423,7 @@ pub async fn reschedule_meeting(
 /// Moves a whole dispatch: its root meeting to `new_start`.
 pub async fn reschedule_dispatch(
     store: &Store,
+    livekit: &LiveKitConfig,
     principal: &Principal,
     dispatch_id: i64,
     new_start: &str,
@@ -425,7 +435,7 @@ pub async fn reschedule_dispatch(
         .into_iter()
         .find(|m| m.parent_id.is_none())
         .ok_or_else(|| AppError::NotFound(format!("dispatch {dispatch_id}")))?;
-    reschedule_meeting(store, principal, root.id, new_start, now).await
+    reschedule_meeting(store, livekit, principal, root.id, new_start, now).await
 }
 
 /// Cancels a meeting and everything under it; cancelling the root meeting cancels the

@@ -11,6 +11,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod jobs;
+pub mod livekit;
 pub mod notify;
 pub mod startup;
 pub mod store;

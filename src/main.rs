@@ -229,14 +229,19 @@ async fn dispatch_command(
                 Err(e) => Err(e),
             }
         }
-        DispatchCommand::Publish(args) => {
-            d::publish(&store, &templates, &principal, &input(args), now)
-                .await
-                .map(|(id, preview)| {
-                    print_preview(&preview);
-                    println!("published as dispatch {id}");
-                })
-        }
+        DispatchCommand::Publish(args) => d::publish(
+            &store,
+            &templates,
+            &config.livekit,
+            &principal,
+            &input(args),
+            now,
+        )
+        .await
+        .map(|(id, preview)| {
+            print_preview(&preview);
+            println!("published as dispatch {id}");
+        }),
         DispatchCommand::Show { id } => d::view(&store, &principal, id).await.map(|view| {
             let tz: chrono_tz::Tz = view
                 .dispatch
@@ -269,7 +274,7 @@ async fn dispatch_command(
             }
         }),
         DispatchCommand::Reschedule { id, start } => {
-            d::reschedule_dispatch(&store, &principal, id, &start, now)
+            d::reschedule_dispatch(&store, &config.livekit, &principal, id, &start, now)
                 .await
                 .map(|n| println!("dispatch {id}: {n} meeting(s) moved"))
         }

@@ -11,6 +11,8 @@ use tokio::sync::watch;
 use crate::config::{Config, redact_url_password};
 use crate::http::{AppState, router};
 use crate::jobs::{Clock, SystemClock, Worker, WorkerConfig};
+use crate::livekit::LiveKit;
+use crate::livekit::jobs::RoomJobs;
 use crate::notify::handlers::Notifier;
 use crate::store::Store;
 
@@ -27,7 +29,9 @@ pub async fn job_workers(
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Vec<Worker>> {
     let notifier = Notifier::new(store.clone(), config, Arc::clone(&clock)).await?;
-    let handlers = notifier.handlers();
+    let mut handlers = notifier.handlers();
+    let livekit = Arc::new(LiveKit::new(&config.livekit));
+    handlers.extend(RoomJobs::new(store.clone(), livekit, Arc::clone(&clock)).handlers());
     let worker_config = WorkerConfig {
         lease: chrono::Duration::seconds(i64::from(config.jobs.lease_seconds)),
         poll_interval: std::time::Duration::from_millis(u64::from(config.jobs.poll_milliseconds)),

@@ -196,7 +196,7 @@ backend_tests! {
             raw_execute(db, &sql).await.unwrap();
         }
         let audit_before = count(db, "audit_events").await;
-        let result = muster::dispatch::publish(&db.store, &templates, &principal, &input, Utc::now()).await;
+        let result = muster::dispatch::publish(&db.store, &templates, &muster::config::Config::default().livekit, &principal, &input, Utc::now()).await;
         assert!(result.is_err(), "the injected failure must surface");
         for table in ["dispatches", "meetings", "invitations", "jobs"] {
             assert_eq!(count(db, table).await, 0, "{table} must be empty after a failed publish");
@@ -204,7 +204,7 @@ backend_tests! {
         assert_eq!(count(db, "audit_events").await, audit_before);
 
         raw_execute(db, "DROP TRIGGER injected ON invitations").await.or(raw_execute(db, "DROP TRIGGER injected").await).unwrap();
-        let (id, preview) = muster::dispatch::publish(&db.store, &templates, &principal, &input, Utc::now()).await.unwrap();
+        let (id, preview) = muster::dispatch::publish(&db.store, &templates, &muster::config::Config::default().livekit, &principal, &input, Utc::now()).await.unwrap();
         assert!(id > 0);
         assert_eq!(count(db, "invitations").await as usize, preview.invitation_count);
     }

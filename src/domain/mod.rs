@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod agenda;
+pub mod attendance;
 pub mod cascade;
 pub mod demo;
 pub mod import;

@@ -50,6 +50,7 @@ async fn publish(
     let (id, preview) = dispatch::publish(
         &state.store,
         &state.templates,
+        &state.config.livekit,
         &principal,
         &input,
         Utc::now(),
@@ -103,9 +104,15 @@ async fn reschedule(
     Path(id): Path<i64>,
     ApiJson(body): ApiJson<RescheduleBody>,
 ) -> AppResult<Json<Value>> {
-    let moved =
-        dispatch::reschedule_dispatch(&state.store, &principal, id, &body.start, Utc::now())
-            .await?;
+    let moved = dispatch::reschedule_dispatch(
+        &state.store,
+        &state.config.livekit,
+        &principal,
+        id,
+        &body.start,
+        Utc::now(),
+    )
+    .await?;
     Ok(Json(json!({"moved_meetings": moved})))
 }
 

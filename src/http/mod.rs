@@ -6,6 +6,7 @@ mod dispatches;
 pub mod extract;
 mod health;
 mod jobs;
+mod livekit;
 mod meetings;
 mod openapi;
 mod people;
@@ -32,6 +33,7 @@ pub struct AppState {
     pub store: Store,
     pub config: Arc<Config>,
     pub templates: Arc<TemplateSet>,
+    pub livekit: Arc<crate::livekit::LiveKit>,
     pub metrics: Arc<Metrics>,
     /// Failed logins per account name.
     pub account_throttle: Arc<LoginThrottle>,
@@ -48,6 +50,7 @@ impl AppState {
             metrics: Arc::new(Metrics::new()),
             account_throttle: Arc::new(LoginThrottle::new(limit, lockout)),
             address_throttle: Arc::new(LoginThrottle::new(limit.saturating_mul(10), lockout)),
+            livekit: Arc::new(crate::livekit::LiveKit::new(&config.livekit)),
             config: Arc::new(config),
             templates: Arc::new(templates),
         }
@@ -68,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { AppError::NotFound("API route".into()) });
     Router::new()
         .nest("/api/v1", api)
+        .merge(livekit::router())
         .merge(health::router())
         .merge(crate::web::router())
         .layer(DefaultBodyLimit::max(state.config.http.body_limit_bytes))

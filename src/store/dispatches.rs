@@ -104,8 +104,8 @@ pub struct InvitationView {
 
 pub struct PublishDispatch<'a> {
     pub plan: &'a Plan,
-    /// Minutes before each meeting at which invitees are reminded.
-    pub reminder_minutes: &'a [i64],
+    /// When each meeting's reminders and room jobs run.
+    pub schedule: &'a JobSchedule,
     pub planned_start: DateTime<Utc>,
     pub template_source: &'a str,
     pub chosen: &'a [i64],
@@ -122,27 +122,85 @@ const MEETING_SELECT: &str = "SELECT m.id, m.dispatch_id, m.parent_id, m.tier, m
      m.room_name, m.planned_start, m.planned_end, m.offset_minutes, m.status, m.actual_start, \
      m.actual_end, m.record, m.sequence FROM meetings m JOIN units u ON u.id = m.host_unit_id";
 
-/// Reminder jobs of a meeting at its current `sequence`; a reminder that would be due already
-/// is left out. A reminder job finding the meeting at another sequence does nothing.
-fn reminder_jobs(
-    meeting_id: i64,
-    sequence: i64,
-    starts_at: DateTime<Utc>,
-    minutes: &[i64],
-    now: DateTime<Utc>,
-) -> Vec<NewJob> {
-    minutes
-        .iter()
-        .filter_map(|m| {
-            let run_at = starts_at - chrono::Duration::minutes(*m);
-            (run_at > now).then(|| NewJob {
-                kind: "meeting.remind".into(),
-                payload: serde_json::json!({"meeting_id": meeting_id, "sequence": sequence, "minutes": m}),
-                run_at,
-                dedupe_key: Some(format!("meeting.remind:{meeting_id}:{sequence}:{m}")),
+/// When the timed jobs of a meeting run, relative to it.
+#[derive(Debug, Clone, Default)]
+pub struct JobSchedule {
+    /// Reminders this many minutes before the start.
+    pub reminder_minutes: Vec<i64>,
+    /// The room is created this long before the start.
+    pub room_lead_minutes: i64,
+    /// The room is closed this long after the planned end.
+    pub room_grace_minutes: i64,
+}
+
+/// A meeting's times as its jobs need them.
+pub struct TimedMeeting {
+    pub id: i64,
+    pub sequence: i64,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    /// False for sub-venues, whose people join the parent's room.
+    pub owns_room: bool,
+    pub record: bool,
+}
+
+impl JobSchedule {
+    /// The timed jobs of a meeting at its current `sequence`: reminders (those not already
+    /// due), and for rooms it owns, creating, recording and closing the room. A job that finds
+    /// the meeting at another sequence does nothing, so a moved meeting's old jobs fade out.
+    pub fn jobs(&self, m: &TimedMeeting, now: DateTime<Utc>) -> Vec<NewJob> {
+        let job = |kind: &str, run_at: DateTime<Utc>, extra: serde_json::Value, key: String| {
+            let mut payload = serde_json::json!({"meeting_id": m.id, "sequence": m.sequence});
+            if let (Some(p), Some(e)) = (payload.as_object_mut(), extra.as_object()) {
+                p.extend(e.clone());
+            }
+            NewJob {
+                kind: kind.into(),
+                payload,
+                run_at: run_at.max(now),
+                dedupe_key: Some(key),
+            }
+        };
+        let mut jobs: Vec<NewJob> = self
+            .reminder_minutes
+            .iter()
+            .filter(|minutes| m.starts_at - chrono::Duration::minutes(**minutes) > now)
+            .map(|minutes| {
+                job(
+                    "meeting.remind",
+                    m.starts_at - chrono::Duration::minutes(*minutes),
+                    serde_json::json!({"minutes": minutes}),
+                    format!("meeting.remind:{}:{}:{minutes}", m.id, m.sequence),
+                )
             })
-        })
-        .collect()
+            .collect();
+        if m.owns_room {
+            let (id, seq) = (m.id, m.sequence);
+            let lead = chrono::Duration::minutes(self.room_lead_minutes);
+            let grace = chrono::Duration::minutes(self.room_grace_minutes);
+            jobs.push(job(
+                "room.create",
+                m.starts_at - lead,
+                serde_json::json!({}),
+                format!("room.create:{id}:{seq}"),
+            ));
+            jobs.push(job(
+                "room.close",
+                m.ends_at + grace,
+                serde_json::json!({}),
+                format!("room.close:{id}:{seq}"),
+            ));
+            if m.record {
+                jobs.push(job(
+                    "room.record",
+                    m.starts_at,
+                    serde_json::json!({}),
+                    format!("room.record:{id}:{seq}"),
+                ));
+            }
+        }
+        jobs
+    }
 }
 
 pub fn room_name(dispatch_id: i64, meeting_index: usize) -> String {
@@ -248,7 +306,15 @@ impl Store {
             })
             .collect();
         for (m, id) in plan.meetings.iter().zip(&ids) {
-            jobs.extend(reminder_jobs(*id, 0, m.starts_at, p.reminder_minutes, now));
+            let timed = TimedMeeting {
+                id: *id,
+                sequence: 0,
+                starts_at: m.starts_at,
+                ends_at: m.ends_at,
+                owns_room: !m.joins_parent,
+                record: m.record,
+            };
+            jobs.extend(p.schedule.jobs(&timed, now));
         }
         Store::enqueue_tx(&mut tx, &jobs).await?;
         let entry = AuditEntry::new(
@@ -436,18 +502,19 @@ impl Store {
         dispatch_id: i64,
         moved: &[Moved],
         dispatch_start: Option<DateTime<Utc>>,
-        reminder_minutes: &[i64],
+        schedule: &JobSchedule,
         audit: AuditEntry,
     ) -> StoreResult<()> {
         let now = Utc::now();
         let mut tx = self.begin().await?;
         let mut jobs = Vec::new();
         for m in moved {
-            let sequence: Option<i64> = with_tx!(&mut tx, |conn| {
-                sqlx::query_scalar(
+            let updated: Option<(i64, bool, bool)> = with_tx!(&mut tx, |conn| {
+                sqlx::query_as(
                     "UPDATE meetings SET planned_start = $1, planned_end = $2, offset_minutes = $3, \
                      sequence = sequence + 1, updated_at = $4 \
-                     WHERE id = $5 AND dispatch_id = $6 AND status = 'scheduled' RETURNING sequence",
+                     WHERE id = $5 AND dispatch_id = $6 AND status = 'scheduled' \
+                     RETURNING sequence, joins_parent, record",
                 )
                 .bind(m.starts_at)
                 .bind(m.ends_at)
@@ -458,7 +525,7 @@ impl Store {
                 .fetch_optional(conn)
                 .await?
             });
-            let sequence = sequence.ok_or_else(|| {
+            let (sequence, joins_parent, record) = updated.ok_or_else(|| {
                 StoreError::Conflict(format!(
                     "meeting {} changed meanwhile; reload and try again",
                     m.id
@@ -469,13 +536,15 @@ impl Store {
                 serde_json::json!({"meeting_id": m.id, "sequence": sequence}),
                 format!("meeting.update:{}:{sequence}", m.id),
             ));
-            jobs.extend(reminder_jobs(
-                m.id,
+            let timed = TimedMeeting {
+                id: m.id,
                 sequence,
-                m.starts_at,
-                reminder_minutes,
-                now,
-            ));
+                starts_at: m.starts_at,
+                ends_at: m.ends_at,
+                owns_room: !joins_parent,
+                record,
+            };
+            jobs.extend(schedule.jobs(&timed, now));
         }
         if let Some(start) = dispatch_start {
             with_tx!(&mut tx, |conn| {

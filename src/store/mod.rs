@@ -8,6 +8,7 @@
 //! `docs/decisions.md` for why this replaced a trait with two implementations.
 
 mod accounts;
+mod attendance;
 mod audit;
 mod dispatches;
 mod jobs;
@@ -22,9 +23,11 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, Postgres, Sqlite, SqlitePool};
 
 pub use accounts::{AccountWithHash, NewAccount, StaffAccount};
+pub use attendance::Interval;
 pub use audit::{AuditEntry, AuditEvent};
 pub use dispatches::{
-    DispatchRecord, InvitationView, MeetingRecord, PublishDispatch, RsvpCounts, room_name,
+    DispatchRecord, InvitationView, JobSchedule, MeetingRecord, PublishDispatch, RsvpCounts,
+    TimedMeeting, room_name,
 };
 pub use jobs::{ClaimedJob, JobRecord, NewJob};
 pub use notifications::{InvitationContext, NewNotification, NotificationRecord, Recipient};

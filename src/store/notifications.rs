@@ -43,6 +43,9 @@ pub struct InvitationContext {
     pub timezone: String,
     pub dispatch_title: String,
     pub cancel_reason: Option<String>,
+    pub room_name: String,
+    pub tier: String,
+    pub can_publish: bool,
 }
 
 impl InvitationContext {
@@ -87,7 +90,7 @@ const CONTEXT_SELECT: &str = "SELECT i.id, i.role, i.rsvp, i.link_nonce, i.meeti
      u.name AS unit_name, u.mailbox, p.name AS person_name, p.email AS person_email, \
      m.title AS meeting_title, m.planned_start, m.planned_end, m.status AS meeting_status, m.sequence, \
      m.joins_parent, m.tier_index, m.dispatch_id, h.name AS host_name, pm.title AS parent_title, \
-     d.timezone, d.title AS dispatch_title, d.cancel_reason \
+     d.timezone, d.title AS dispatch_title, d.cancel_reason, m.room_name, m.tier, i.can_publish \
      FROM invitations i JOIN units u ON u.id = i.unit_id LEFT JOIN people p ON p.id = i.person_id \
      JOIN meetings m ON m.id = i.meeting_id JOIN units h ON h.id = m.host_unit_id \
      LEFT JOIN meetings pm ON pm.id = m.parent_id JOIN dispatches d ON d.id = m.dispatch_id";

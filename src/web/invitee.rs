@@ -17,6 +17,97 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/i/{token}", get(show))
         .route("/i/{token}/rsvp", post(rsvp))
+        .route("/i/{token}/join", get(join))
+        .route("/i/{token}/join.json", get(join_json))
+}
+
+/// Why an invitation cannot join now, in the words of the page.
+enum NoJoin {
+    Cancelled,
+    Declined,
+    NotYet(chrono::DateTime<chrono::Utc>),
+    Over,
+}
+
+fn may_join(
+    state: &AppState,
+    inv: &InvitationContext,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), NoJoin> {
+    let (opens, closes) = state.livekit.join_window(inv);
+    match () {
+        _ if inv.meeting_status == "cancelled" => Err(NoJoin::Cancelled),
+        _ if inv.rsvp == "declined" => Err(NoJoin::Declined),
+        _ if inv.meeting_status == "finished" || now > closes => Err(NoJoin::Over),
+        _ if now < opens => Err(NoJoin::NotYet(opens)),
+        _ => Ok(()),
+    }
+}
+
+fn no_join_text(inv: &InvitationContext, reason: &NoJoin) -> String {
+    let tz: chrono_tz::Tz = inv.timezone.parse().unwrap_or(chrono_tz::Asia::Shanghai);
+    match reason {
+        NoJoin::Cancelled => "该会议已取消。".into(),
+        NoJoin::Declined => "您已请假。如需参会，请先在本页确认参会。".into(),
+        NoJoin::Over => "会议已结束。".into(),
+        NoJoin::NotYet(opens) => format!(
+            "会议将于 {} 开放入会（{}）。",
+            opens.with_timezone(&tz).format("%Y-%m-%d %H:%M"),
+            inv.timezone
+        ),
+    }
+}
+
+/// Mints a token and sends the invitee to the meeting client.
+async fn join(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+    let inv = match find(&state, &token).await {
+        Ok(inv) => inv,
+        Err(response) => return response,
+    };
+    let now = chrono::Utc::now();
+    if let Err(reason) = may_join(&state, &inv, now) {
+        let status = if matches!(reason, NoJoin::NotYet(_)) {
+            StatusCode::OK
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        let text = no_join_text(&inv, &reason);
+        return (
+            status,
+            page(&inv.meeting_title, &format!("<h1>{}</h1><p role=\"status\">{text}</p><p><a href=\"/i/{token}\">返回</a></p>", escape(&inv.meeting_title))),
+        )
+            .into_response();
+    }
+    match state.livekit.join_token(&inv, now) {
+        Ok(jwt) => Redirect::to(&state.livekit.join_url(&jwt)).into_response(),
+        Err(e) => crate::error::AppError::Internal(anyhow::anyhow!(e)).into_response(),
+    }
+}
+
+/// `{url, token}` for custom clients; the same rules as `join`, as JSON errors.
+async fn join_json(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+    use crate::error::AppError;
+    let inv = match find(&state, &token).await {
+        Ok(inv) => inv,
+        Err(response) => return response,
+    };
+    let now = chrono::Utc::now();
+    if let Err(reason) = may_join(&state, &inv, now) {
+        let text = no_join_text(&inv, &reason);
+        return match reason {
+            NoJoin::NotYet(opens) => (
+                StatusCode::CONFLICT,
+                axum::Json(serde_json::json!({"error": {"code": "not_open", "message": text, "opens_at": opens}})),
+            )
+                .into_response(),
+            _ => AppError::ForbiddenOther(text).into_response(),
+        };
+    }
+    match state.livekit.join_token(&inv, now) {
+        Ok(jwt) => axum::Json(serde_json::json!({"url": state.livekit.config.url, "token": jwt}))
+            .into_response(),
+        Err(e) => AppError::Internal(anyhow::anyhow!(e)).into_response(),
+    }
 }
 
 /// The invitation behind a link; tokens are 40 hex characters.
@@ -90,6 +181,10 @@ async fn show(State(state): State<AppState>, Path(token): Path<String>) -> Respo
             )
         })
         .unwrap_or_default();
+    let join_link = match may_join(&state, &inv, chrono::Utc::now()) {
+        Ok(()) => format!("<p><a class=\"join\" href=\"/i/{token}/join\">进入会议</a></p>"),
+        Err(reason) => format!("<p>{}</p>", no_join_text(&inv, &reason)),
+    };
     let buttons = if inv.meeting_status == "scheduled" {
         format!(
             "<form method=\"post\" action=\"/i/{token}/rsvp\"><input type=\"hidden\" name=\"answer\" value=\"confirm\">\
@@ -104,7 +199,7 @@ async fn show(State(state): State<AppState>, Path(token): Path<String>) -> Respo
         &inv.meeting_title,
         &format!(
             "<h1>{title}</h1>{joins}<p>时间：{when}（{}）</p><p>主办单位：{}</p><p>参会单位：{}</p>\
-             <p>参会状态：<strong id=\"rsvp\">{}</strong></p>{buttons}",
+             <p>参会状态：<strong id=\"rsvp\">{}</strong></p>{join_link}{buttons}",
             escape(&inv.timezone),
             escape(&inv.host_name),
             escape(&inv.display_name()),
