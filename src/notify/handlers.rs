@@ -65,6 +65,9 @@ struct MailSend {
     dedupe: String,
     reason: Option<String>,
     minutes: Option<i64>,
+    /// The meeting's sequence the message was fanned out for; a later change supersedes it.
+    #[serde(default)]
+    sequence: Option<i64>,
 }
 
 /// Sends meeting messages; shared by the job handlers.
@@ -152,13 +155,16 @@ impl Notifier {
         &self.link_key
     }
 
+    /// The host of `public_url`, for Message-IDs and calendar UIDs (IPv6 literals keep
+    /// their brackets).
     fn domain(&self) -> String {
-        self.public_url
-            .split("://")
-            .nth(1)
-            .and_then(|rest| rest.split(['/', ':']).next())
-            .unwrap_or("muster")
-            .to_string()
+        let rest = self.public_url.split("://").nth(1).unwrap_or("");
+        let host = match rest.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().map(|h| format!("[{h}]")),
+            None => rest.split(['/', ':']).next().map(str::to_string),
+        };
+        host.filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "muster".into())
     }
 
     async fn fan_out(
@@ -178,7 +184,7 @@ impl Notifier {
             {
                 return Ok(());
             }
-            MeetingMessage::Reminder if !current => return Ok(()),
+            MeetingMessage::Update | MeetingMessage::Reminder if !current => return Ok(()),
             _ => {}
         }
         let recipients = self.store.meeting_recipients(meeting.id).await?;
@@ -228,6 +234,7 @@ impl Notifier {
                 dedupe: dedupe.clone(),
                 reason: p.reason.clone(),
                 minutes: p.minutes,
+                sequence: Some(meeting.sequence),
             };
             jobs.push(NewJob {
                 kind: "mail.send".into(),
@@ -282,11 +289,15 @@ impl Notifier {
             ("observer", false) => "observer",
             (_, false) => "attendee",
         };
-        let lead = p.minutes.map(|m| match (m % 60 == 0, zh) {
-            (true, true) => format!("{}小时", m / 60),
-            (false, true) => format!("{m}分钟"),
-            (true, false) => format!("{} hour(s)", m / 60),
-            (false, false) => format!("{m} minutes"),
+        // Worded from the time actually left, so a reminder sent late does not mislead.
+        let lead = p.minutes.map(|_| {
+            let m = (inv.planned_start - self.clock.now()).num_minutes().max(1);
+            match (m >= 90, zh) {
+                (true, true) => format!("{}小时", (m + 30) / 60),
+                (false, true) => format!("{m}分钟"),
+                (true, false) => format!("{} hours", (m + 30) / 60),
+                (false, false) => format!("{m} minutes"),
+            }
         });
         let agenda: Vec<serde_json::Value> = template
             .map(|t| {
@@ -325,6 +336,21 @@ impl Notifier {
             return Ok(());
         }
         let inv = self.store.invitation_context(p.invitation_id).await?;
+        // The meeting may have changed since the fan-out: say nothing outdated.
+        let superseded = p.sequence.is_some_and(|s| s != inv.sequence);
+        let skip = match p.message {
+            MeetingMessage::Invitation => inv.meeting_status == "cancelled",
+            MeetingMessage::Update => inv.meeting_status == "cancelled" || superseded,
+            MeetingMessage::Reminder => {
+                inv.meeting_status != "scheduled"
+                    || superseded
+                    || self.clock.now() >= inv.planned_start
+            }
+            MeetingMessage::Cancellation => false,
+        };
+        if skip {
+            return Ok(());
+        }
         let who = inv.display_name();
         let address_text = inv
             .email()

@@ -1,6 +1,8 @@
 //! Test support: a fresh database per test on SQLite (always) or PostgreSQL (when
 //! `MUSTER_TEST_POSTGRES_URL` is set), a running app on port 0, and a small directory.
 #![allow(dead_code)]
+pub mod livekit;
+pub mod smtp;
 
 use std::path::PathBuf;
 
