@@ -47,6 +47,25 @@ pub struct Config {
     pub auth: AuthConfig,
     pub http: HttpConfig,
     pub jobs: JobsConfig,
+    pub followups: FollowupsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FollowupsConfig {
+    /// Yellow when at most this many days are left…
+    pub yellow_days: u32,
+    /// …or at most this percentage of the whole time.
+    pub yellow_percent: u32,
+    /// A reminder goes out this long before the due date.
+    pub remind_before_hours: u32,
+    /// Overdue reminders and escalations go out at most once per period.
+    pub overdue_period_hours: u32,
+    /// How often deadlines are swept.
+    pub sweep_minutes: u32,
+    /// Where attachments are stored.
+    pub attachments_dir: PathBuf,
+    pub attachment_max_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -233,6 +252,15 @@ impl Default for Config {
             http: HttpConfig {
                 body_limit_bytes: 2 * 1024 * 1024,
             },
+            followups: FollowupsConfig {
+                yellow_days: 3,
+                yellow_percent: 20,
+                remind_before_hours: 24,
+                overdue_period_hours: 24,
+                sweep_minutes: 60,
+                attachments_dir: "attachments".into(),
+                attachment_max_bytes: 10 * 1024 * 1024,
+            },
             jobs: JobsConfig {
                 enabled: true,
                 workers: 2,
@@ -394,6 +422,17 @@ impl Config {
         if self.livekit.reconcile_seconds == 0 {
             return Err(ConfigError::Invalid(
                 "livekit.reconcile_seconds: must be at least 1".into(),
+            ));
+        }
+        if self.followups.overdue_period_hours == 0 || self.followups.sweep_minutes == 0 {
+            return Err(ConfigError::Invalid(
+                "followups.overdue_period_hours and followups.sweep_minutes: must be at least 1"
+                    .into(),
+            ));
+        }
+        if self.followups.yellow_percent > 100 {
+            return Err(ConfigError::Invalid(
+                "followups.yellow_percent: at most 100".into(),
             ));
         }
         if self.auth.max_failed_logins == 0 {

@@ -2,6 +2,7 @@
 //! from province to enterprise, their LiveKit rooms, invitations, attendance and follow-ups.
 
 pub mod agendas;
+pub mod attachments;
 pub mod auth;
 pub mod bench;
 pub mod config;
@@ -9,6 +10,7 @@ pub mod directory;
 pub mod dispatch;
 pub mod domain;
 pub mod error;
+pub mod followups;
 pub mod http;
 pub mod jobs;
 pub mod livekit;

@@ -95,6 +95,20 @@ enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// Post signed LiveKit participant events for a 20,000-invitee meeting to muster over
+    /// loopback, beside an endpoint that only verifies and parses them (SQLite in a temporary
+    /// folder; PostgreSQL if given). Fails if any event is unaccounted for.
+    Webhooks {
+        /// Participant connections (each a joined and a left event).
+        #[arg(long, default_value_t = 50000)]
+        connections: usize,
+        /// Client tasks posting at the same time.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// PostgreSQL server to create (and drop) a throwaway database on.
+        #[arg(long, env = "MUSTER_BENCH_POSTGRES_URL", hide_env_values = true)]
+        postgres: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -526,6 +540,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 runs,
             };
             muster::bench::cascade(&opts).await?;
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Webhooks {
+                    connections,
+                    concurrency,
+                    postgres,
+                },
+        } => {
+            let opts = muster::bench::WebhooksOptions {
+                connections,
+                concurrency,
+                postgres,
+            };
+            muster::bench::webhooks(&opts).await?;
         }
     }
     Ok(ExitCode::SUCCESS)

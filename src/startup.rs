@@ -32,6 +32,17 @@ pub async fn job_workers(
     let mut handlers = notifier.handlers();
     let livekit = Arc::new(LiveKit::new(&config.livekit));
     handlers.extend(RoomJobs::new(store.clone(), livekit, Arc::clone(&clock)).handlers());
+    handlers.insert(
+        "followups.sweep".into(),
+        crate::followups::sweep_handler(
+            store.clone(),
+            Arc::clone(&clock),
+            config.followups.clone(),
+        ),
+    );
+    store
+        .enqueue(&[crate::followups::next_sweep(&config.followups, clock.now())])
+        .await?;
     let worker_config = WorkerConfig {
         lease: chrono::Duration::seconds(i64::from(config.jobs.lease_seconds)),
         poll_interval: std::time::Duration::from_millis(u64::from(config.jobs.poll_milliseconds)),

@@ -5,6 +5,7 @@ pub mod agenda;
 pub mod attendance;
 pub mod cascade;
 pub mod demo;
+pub mod followup;
 pub mod import;
 pub mod meeting;
 pub mod org;

@@ -4,6 +4,7 @@ mod agendas;
 mod audit;
 mod dispatches;
 pub mod extract;
+mod followups;
 mod health;
 mod jobs;
 mod livekit;
@@ -67,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .merge(dispatches::router())
         .merge(meetings::router())
         .merge(jobs::router())
+        .merge(followups::router())
         .merge(openapi::router())
         .fallback(|| async { AppError::NotFound("API route".into()) });
     Router::new()

@@ -104,8 +104,8 @@ impl LiveKit {
     pub fn join_url(&self, token: &str) -> String {
         self.config
             .join_url
-            .replace("{url}", &encode(&self.config.url))
-            .replace("{token}", &encode(token))
+            .replace("{url}", &percent_encode(&self.config.url))
+            .replace("{token}", &percent_encode(token))
     }
 
     pub fn classify(error: &ServiceError) -> LiveKitFailure {
@@ -143,8 +143,9 @@ impl LiveKit {
     }
 }
 
-/// Percent-encoding for a query value (RFC 3986 unreserved characters pass through).
-fn encode(text: &str) -> String {
+/// Percent-encoding for a query value or header parameter (RFC 3986 unreserved characters
+/// pass through). A few lines instead of a crate for one function.
+pub fn percent_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         match byte {
@@ -159,7 +160,7 @@ fn encode(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::encode;
+    use super::percent_encode as encode;
 
     #[test]
     fn query_values_are_percent_encoded() {

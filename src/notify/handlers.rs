@@ -133,6 +133,14 @@ impl Notifier {
         }
         let me = Arc::clone(self);
         handlers.insert(
+            "followup.notify".into(),
+            Arc::new(move |payload| {
+                let me = Arc::clone(&me);
+                Box::pin(async move { me.followup_message(payload).await })
+            }),
+        );
+        let me = Arc::clone(self);
+        handlers.insert(
             "mail.send".into(),
             Arc::new(move |payload| {
                 let me = Arc::clone(&me);
@@ -327,6 +335,115 @@ impl Notifier {
             "reason": p.reason.clone().filter(|r| !r.is_empty()).or_else(|| inv.cancel_reason.clone()),
             "lead": lead,
         })
+    }
+
+    /// A follow-up message: to the assignee unit, or for an escalation to the assignee's
+    /// superior unit and the assigning unit.
+    async fn followup_message(&self, payload: serde_json::Value) -> Result<(), JobFailure> {
+        #[derive(Deserialize)]
+        struct P {
+            followup_id: i64,
+            message: String,
+            key: String,
+        }
+        let p: P = serde_json::from_value(payload)
+            .map_err(|e| JobFailure::Permanent(format!("bad payload: {e}")))?;
+        let f = self.store.followup(p.followup_id).await?;
+        let status: crate::domain::followup::Status = f
+            .status()
+            .map_err(|e| JobFailure::Permanent(e.to_string()))?;
+        // Reminders and escalations about something already done are not sent.
+        if p.message != "followup_assigned" && p.message != "followup_returned" && status.is_final()
+        {
+            return Ok(());
+        }
+        let mut units = vec![f.assignee_unit_id];
+        if p.message == "followup_escalation" {
+            let assignee = self.store.unit(f.assignee_unit_id).await?;
+            units = assignee
+                .parent_id
+                .into_iter()
+                .chain([f.assigner_unit_id])
+                .collect();
+            units.dedup();
+        }
+        let tz = chrono_tz::Asia::Shanghai;
+        let now = self.clock.now();
+        let last_text = self
+            .store
+            .followup_events(f.id)
+            .await?
+            .into_iter()
+            .rev()
+            .find(|e| e.action == "return")
+            .map(|e| e.text);
+        let mut addresses: Vec<String> = Vec::new();
+        for unit in units {
+            let Some((name, address)) = self.store.unit_address(unit).await? else {
+                tracing::warn!(unit, followup = f.id, "no address for a follow-up message");
+                continue;
+            };
+            if addresses.contains(&address) {
+                continue;
+            }
+            addresses.push(address.clone());
+            let dedupe = format!("mail:{}:{address}", p.key);
+            if self.store.notification_sent(&dedupe).await? {
+                continue;
+            }
+            let context = json!({
+                "recipient": {"name": name},
+                "followup": {
+                    "title": f.title,
+                    "description": (!f.description.is_empty()).then_some(&f.description),
+                    "due_local": f.due_at.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string(),
+                    "status": if self.language == Language::ZhCn { status.label_zh() } else { status.as_str() },
+                    "days_overdue": crate::domain::followup::days_overdue(f.due_at, now),
+                    "assigner": f.assigner_name,
+                    "assignee": f.assignee_name,
+                },
+                "link": format!("{}/followups/{}", self.public_url, f.id),
+                "sender": self.from.name.clone().unwrap_or_else(|| self.from.email.to_string()),
+                "reason": last_text,
+            });
+            let rendered = self
+                .templates
+                .render(self.language, &p.message, &context)
+                .map_err(|e| JobFailure::Permanent(e.to_string()))?;
+            let to: Address = address.parse().map_err(|e| {
+                JobFailure::Permanent(format!("invalid e-mail address {address:?} of {name}: {e}"))
+            })?;
+            let message_id = format!("<{}@{}>", dedupe.replace([':', '@'], "."), self.domain());
+            let message = Message::builder()
+                .from(self.from.clone())
+                .to(Mailbox::new(Some(name.clone()), to))
+                .subject(&rendered.subject)
+                .message_id(Some(message_id.clone()))
+                .singlepart(SinglePart::plain(rendered.body))
+                .map_err(|e| {
+                    JobFailure::Permanent(format!("cannot build the message to {address}: {e}"))
+                })?;
+            self.mailer.send(message).await.map_err(|e| {
+                let text = format!("sending to {address} ({name}) failed: {}", e.message);
+                if e.permanent {
+                    JobFailure::Permanent(text)
+                } else {
+                    JobFailure::Retry(text)
+                }
+            })?;
+            self.store
+                .record_notification(&NewNotification {
+                    dedupe_key: dedupe,
+                    kind: p.message.clone(),
+                    invitation_id: None,
+                    recipient: address.clone(),
+                    subject: rendered.subject,
+                    message_id,
+                    sent_at: now,
+                })
+                .await?;
+        }
+        Ok(())
     }
 
     async fn send(&self, payload: serde_json::Value) -> Result<(), JobFailure> {

@@ -19,6 +19,7 @@ pub const MESSAGES: &[&str] = &[
     "followup_reminder",
     "followup_overdue",
     "followup_escalation",
+    "followup_returned",
 ];
 
 macro_rules! built_in {
@@ -36,6 +37,7 @@ const BUILT_IN: &[(&str, &str, &str)] = built_in![
     "zh-CN" / "followup_reminder",
     "zh-CN" / "followup_overdue",
     "zh-CN" / "followup_escalation",
+    "zh-CN" / "followup_returned",
     "en" / "invitation",
     "en" / "update",
     "en" / "cancellation",
@@ -44,6 +46,7 @@ const BUILT_IN: &[(&str, &str, &str)] = built_in![
     "en" / "followup_reminder",
     "en" / "followup_overdue",
     "en" / "followup_escalation",
+    "en" / "followup_returned",
 ];
 
 pub fn language_code(language: Language) -> &'static str {

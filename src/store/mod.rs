@@ -11,6 +11,7 @@ mod accounts;
 mod attendance;
 mod audit;
 mod dispatches;
+mod followups;
 mod jobs;
 mod notifications;
 mod org;
@@ -28,6 +29,10 @@ pub use audit::{AuditEntry, AuditEvent};
 pub use dispatches::{
     DispatchRecord, InvitationView, JobSchedule, MeetingRecord, PublishDispatch, RsvpCounts,
     TimedMeeting, room_name,
+};
+pub use followups::{
+    Assignee, AttachmentRecord, FollowupEvent, FollowupFilter, FollowupRecord, Grouping,
+    NewActionItem, RollupRow, followup_message,
 };
 pub use jobs::{ClaimedJob, JobRecord, NewJob};
 pub use notifications::{InvitationContext, NewNotification, NotificationRecord, Recipient};

@@ -19,6 +19,57 @@ pub fn router() -> Router<AppState> {
         .route("/i/{token}/rsvp", post(rsvp))
         .route("/i/{token}/join", get(join))
         .route("/i/{token}/join.json", get(join_json))
+        .route("/i/{token}/followups", get(unit_followups))
+        .route("/i/{token}/followups/{id}/actions", post(followup_action))
+}
+
+/// The follow-ups assigned to the invitee's unit (enterprise heads have no staff account).
+async fn unit_followups(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+    let inv = match find(&state, &token).await {
+        Ok(inv) => inv,
+        Err(response) => return response,
+    };
+    let unit = match state.store.unit(inv.unit_id).await {
+        Ok(u) => u,
+        Err(e) => return crate::error::AppError::from(e).into_response(),
+    };
+    let filter = crate::store::FollowupFilter {
+        scope_path: unit.path.clone(),
+        limit: 1000,
+        ..Default::default()
+    };
+    match state.store.list_followups(&filter).await {
+        Ok((items, _)) => {
+            let own: Vec<_> = items
+                .into_iter()
+                .filter(|f| f.assignee_unit_id == unit.id)
+                .collect();
+            axum::Json(own).into_response()
+        }
+        Err(e) => crate::error::AppError::from(e).into_response(),
+    }
+}
+
+/// Acts on a follow-up of the invitee's unit, as its assignee.
+async fn followup_action(
+    State(state): State<AppState>,
+    Path((token, id)): Path<(String, i64)>,
+    crate::http::extract::ApiJson(input): crate::http::extract::ApiJson<
+        crate::followups::TransitionInput,
+    >,
+) -> Response {
+    let inv = match find(&state, &token).await {
+        Ok(inv) => inv,
+        Err(response) => return response,
+    };
+    let actor = crate::followups::Actor::Unit {
+        unit_id: inv.unit_id,
+        name: inv.display_name(),
+    };
+    match crate::followups::act(&state.store, &actor, id, &input, chrono::Utc::now()).await {
+        Ok(status) => axum::Json(serde_json::json!({"id": id, "status": status})).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 /// Why an invitation cannot join now, in the words of the page.

@@ -190,7 +190,7 @@ fn twirp_status(code: &str) -> StatusCode {
         "already_exists" | "aborted" => StatusCode::CONFLICT,
         "permission_denied" => StatusCode::FORBIDDEN,
         "unauthenticated" => StatusCode::UNAUTHORIZED,
-        "resource_exhausted" => StatusCode::INTERNAL_SERVER_ERROR,
+        "resource_exhausted" => StatusCode::TOO_MANY_REQUESTS,
         "failed_precondition" => StatusCode::PRECONDITION_FAILED,
         "unimplemented" => StatusCode::NOT_IMPLEMENTED,
         "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
