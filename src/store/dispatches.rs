@@ -57,6 +57,8 @@ pub struct MeetingRecord {
     pub actual_end: Option<DateTime<Utc>>,
     pub record: bool,
     pub sequence: i64,
+    /// LiveKit's id of the room, once created.
+    pub room_sid: Option<String>,
 }
 
 impl MeetingRecord {
@@ -120,7 +122,7 @@ const DISPATCH_SELECT: &str = "SELECT d.id, d.template_id, d.title, d.sector, d.
 const MEETING_SELECT: &str = "SELECT m.id, m.dispatch_id, m.parent_id, m.tier, m.tier_index, \
      m.host_unit_id, u.name AS host_unit_name, u.path AS host_unit_path, m.title, m.joins_parent, \
      m.room_name, m.planned_start, m.planned_end, m.offset_minutes, m.status, m.actual_start, \
-     m.actual_end, m.record, m.sequence FROM meetings m JOIN units u ON u.id = m.host_unit_id";
+     m.actual_end, m.record, m.sequence, m.room_sid FROM meetings m JOIN units u ON u.id = m.host_unit_id";
 
 /// When the timed jobs of a meeting run, relative to it.
 #[derive(Debug, Clone, Default)]
