@@ -48,6 +48,25 @@ pub struct Config {
     pub http: HttpConfig,
     pub jobs: JobsConfig,
     pub followups: FollowupsConfig,
+    pub attendance: AttendanceConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttendanceConfig {
+    /// Joining more than this many minutes after the start is late.
+    pub late_after_minutes: u32,
+    /// Leaving for good more than this many minutes before the end is leaving early.
+    pub early_before_minutes: u32,
+}
+
+impl AttendanceConfig {
+    pub fn rules(&self) -> crate::domain::report::Rules {
+        crate::domain::report::Rules {
+            late_after: chrono::Duration::minutes(i64::from(self.late_after_minutes)),
+            early_before: chrono::Duration::minutes(i64::from(self.early_before_minutes)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -251,6 +270,10 @@ impl Default for Config {
             },
             http: HttpConfig {
                 body_limit_bytes: 2 * 1024 * 1024,
+            },
+            attendance: AttendanceConfig {
+                late_after_minutes: 5,
+                early_before_minutes: 10,
             },
             followups: FollowupsConfig {
                 yellow_days: 3,

@@ -15,6 +15,8 @@ pub mod http;
 pub mod jobs;
 pub mod livekit;
 pub mod notify;
+pub mod reports;
+pub mod rollup_bench;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

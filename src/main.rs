@@ -109,6 +109,23 @@ enum BenchCommand {
         #[arg(long, env = "MUSTER_BENCH_POSTGRES_URL", hide_env_values = true)]
         postgres: Option<String>,
     },
+    /// Roll up 200,000 follow-ups at province scale (by region, by tier, and drilled into a
+    /// city), beside a plain count over the same rows (SQLite in a temporary folder;
+    /// PostgreSQL if given). Fails if the roll-up's figures are wrong.
+    Rollup {
+        /// Follow-ups to create.
+        #[arg(long, default_value_t = 200000)]
+        followups: usize,
+        /// Generated enterprises in the demo directory.
+        #[arg(long, default_value_t = 50000)]
+        enterprises: usize,
+        /// PostgreSQL server to create (and drop) a throwaway database on.
+        #[arg(long, env = "MUSTER_BENCH_POSTGRES_URL", hide_env_values = true)]
+        postgres: Option<String>,
+        /// Timed runs of each measurement.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -555,6 +572,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 postgres,
             };
             muster::bench::webhooks(&opts).await?;
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Rollup {
+                    followups,
+                    enterprises,
+                    postgres,
+                    runs,
+                },
+        } => {
+            let opts = muster::rollup_bench::RollupOptions {
+                followups,
+                enterprises,
+                postgres,
+                runs,
+            };
+            muster::rollup_bench::rollup(&opts).await?;
         }
     }
     Ok(ExitCode::SUCCESS)

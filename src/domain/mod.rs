@@ -9,3 +9,4 @@ pub mod followup;
 pub mod import;
 pub mod meeting;
 pub mod org;
+pub mod report;

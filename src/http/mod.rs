@@ -1,6 +1,7 @@
 //! The HTTP surface: one module per resource, each with its own `router()`.
 
 mod agendas;
+mod attendance;
 mod audit;
 mod dispatches;
 pub mod extract;
@@ -69,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .merge(meetings::router())
         .merge(jobs::router())
         .merge(followups::router())
+        .merge(attendance::router())
         .merge(openapi::router())
         .fallback(|| async { AppError::NotFound("API route".into()) });
     Router::new()
@@ -136,4 +138,25 @@ pub fn page_bounds(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64)
 
 pub(crate) fn no_content() -> Response {
     axum::http::StatusCode::NO_CONTENT.into_response()
+}
+
+/// For the invitee page: the same confirmation rules as the bureaus' API.
+pub fn attendance_input(
+    answer: &str,
+    name: Option<String>,
+    title: Option<String>,
+    mobile: Option<String>,
+    reason: Option<String>,
+) -> attendance::ConfirmInput {
+    attendance::ConfirmInput {
+        answer: answer.to_string(),
+        name,
+        title,
+        mobile,
+        reason,
+    }
+}
+
+pub fn confirmation_of(input: &attendance::ConfirmInput) -> Result<crate::store::Confirmation, AppError> {
+    attendance::confirmation(input)
 }

@@ -37,6 +37,8 @@ pub enum MeetingMessage {
     Update,
     Cancellation,
     Reminder,
+    /// Please confirm attendance (确认参会), sent to pending invitations on request.
+    ConfirmReminder,
 }
 
 impl MeetingMessage {
@@ -46,6 +48,7 @@ impl MeetingMessage {
             MeetingMessage::Update => "update",
             MeetingMessage::Cancellation => "cancellation",
             MeetingMessage::Reminder => "reminder",
+            MeetingMessage::ConfirmReminder => "confirm_reminder",
         }
     }
 }
@@ -235,6 +238,8 @@ impl Notifier {
                         p.minutes.unwrap_or(0)
                     )
                 }
+                // Not fanned out from a meeting job; sent per invitation on request.
+                MeetingMessage::ConfirmReminder => continue,
             };
             let payload = MailSend {
                 invitation_id: r.invitation_id,
@@ -464,6 +469,7 @@ impl Notifier {
                     || self.clock.now() >= inv.planned_start
             }
             MeetingMessage::Cancellation => false,
+            MeetingMessage::ConfirmReminder => inv.meeting_status != "scheduled" || inv.rsvp != "pending",
         };
         if skip {
             return Ok(());
@@ -500,7 +506,7 @@ impl Notifier {
             .subject(&rendered.subject)
             .message_id(Some(message_id.clone()));
         let calendar = match p.message {
-            MeetingMessage::Reminder => None,
+            MeetingMessage::Reminder | MeetingMessage::ConfirmReminder => None,
             MeetingMessage::Cancellation => Some(Method::Cancel),
             _ => Some(Method::Request),
         };

@@ -289,6 +289,18 @@ async fn room_started(tx: &mut Tx, room: &str, at: DateTime<Utc>) -> StoreResult
 }
 
 async fn room_finished(tx: &mut Tx, room: &str, at: DateTime<Utc>) -> StoreResult<()> {
+    // The attendance report of every meeting in the room is finalised once it has ended.
+    let meetings: Vec<i64> = with_tx!(&mut *tx, |conn| {
+        sqlx::query_scalar("SELECT id FROM meetings WHERE room_name = $1 AND status <> 'cancelled'")
+            .bind(room)
+            .fetch_all(conn)
+            .await?
+    });
+    let jobs: Vec<NewJob> = meetings
+        .iter()
+        .map(|id| NewJob::now("meeting.report", serde_json::json!({"meeting_id": id}), format!("meeting.report:{id}")))
+        .collect();
+    Store::enqueue_tx(tx, &jobs).await?;
     with_tx!(tx, |conn| {
         sqlx::query(
             "UPDATE meetings SET actual_end = CASE WHEN actual_end IS NULL OR $1 > actual_end THEN $1 ELSE actual_end END, \

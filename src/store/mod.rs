@@ -15,6 +15,7 @@ mod followups;
 mod jobs;
 mod notifications;
 mod org;
+mod reports;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -35,6 +36,7 @@ pub use followups::{
     NewActionItem, RollupRow, followup_message,
 };
 pub use jobs::{ClaimedJob, JobRecord, NewJob};
+pub use reports::{Confirmation, ExpectedRow, ResultRow};
 pub use notifications::{InvitationContext, NewNotification, NotificationRecord, Recipient};
 pub use org::{DirectorySummary, PersonFilter, PersonUpdate, UnitFilter, UnitUpdate};
 

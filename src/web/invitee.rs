@@ -241,7 +241,10 @@ async fn show(State(state): State<AppState>, Path(token): Path<String>) -> Respo
             "<form method=\"post\" action=\"/i/{token}/rsvp\"><input type=\"hidden\" name=\"answer\" value=\"confirm\">\
              <button type=\"submit\">确认参会</button></form>\
              <form method=\"post\" action=\"/i/{token}/rsvp\"><input type=\"hidden\" name=\"answer\" value=\"decline\">\
-             <label>请假原因 <input name=\"reason\" maxlength=\"200\"></label><button type=\"submit\">请假</button></form>"
+             <label>请假原因 <input name=\"reason\" maxlength=\"200\" required></label><button type=\"submit\">请假</button></form>\
+             <form method=\"post\" action=\"/i/{token}/rsvp\"><input type=\"hidden\" name=\"answer\" value=\"delegate\">\
+             <label>替会人员 <input name=\"name\" maxlength=\"50\" required></label><label>职务 <input name=\"title\" maxlength=\"50\"></label>\
+             <label>手机 <input name=\"mobile\" maxlength=\"20\"></label><button type=\"submit\">委托他人参会</button></form>"
         )
     } else {
         String::new()
@@ -265,13 +268,16 @@ struct Answer {
     answer: String,
     #[serde(default)]
     reason: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    mobile: String,
 }
 
-async fn rsvp(
-    State(state): State<AppState>,
-    Path(token): Path<String>,
-    Form(answer): Form<Answer>,
-) -> Response {
+/// Confirms, declines (with a reason) or names a deputy (替会), as a bureau can for it.
+async fn rsvp(State(state): State<AppState>, Path(token): Path<String>, Form(answer): Form<Answer>) -> Response {
     let inv = match find(&state, &token).await {
         Ok(inv) => inv,
         Err(response) => return response,
@@ -279,39 +285,25 @@ async fn rsvp(
     if inv.meeting_status != "scheduled" {
         return (
             StatusCode::CONFLICT,
-            page(
-                "无法更改",
-                "<h1>无法更改</h1><p>该会议已取消或已开始，不能再更改参会状态。</p>",
-            ),
+            page("无法更改", "<h1>无法更改</h1><p>该会议已取消或已开始，不能再更改参会状态。</p>"),
         )
             .into_response();
     }
-    let rsvp = match answer.answer.as_str() {
-        "confirm" => "confirmed",
-        "decline" => "declined",
-        _ => {
+    let some = |s: &str| Some(s.to_string()).filter(|s| !s.trim().is_empty());
+    let input = crate::http::attendance_input(&answer.answer, some(&answer.name), some(&answer.title), some(&answer.mobile), some(&answer.reason));
+    let confirmation = match crate::http::confirmation_of(&input) {
+        Ok(c) => c,
+        Err(e) => {
             return (
                 StatusCode::UNPROCESSABLE_ENTITY,
-                Html("answer must be confirm or decline"),
+                page("请补充信息", &format!("<h1>请补充信息</h1><p role=\"alert\">{}</p><p><a href=\"/i/{token}\">返回</a></p>", escape(&e.to_string()))),
             )
                 .into_response();
         }
     };
     let actor = format!("invitee:{}", inv.id);
-    if let Err(e) = state.store.set_rsvp(inv.id, rsvp, &actor).await {
+    if let Err(e) = state.store.confirm_invitation(inv.id, &confirmation, &actor).await {
         return crate::error::AppError::from(e).into_response();
-    }
-    if rsvp == "declined" && !answer.reason.trim().is_empty() {
-        let entry = crate::store::AuditEntry::new(
-            &actor,
-            "invitation.decline_reason",
-            "invitation",
-            &inv.id.to_string(),
-        )
-        .after(&serde_json::json!({"reason": answer.reason.trim()}));
-        if let Err(e) = state.store.append_audit(&[entry]).await {
-            return crate::error::AppError::from(e).into_response();
-        }
     }
     Redirect::to(&format!("/i/{token}")).into_response()
 }

@@ -1,0 +1,170 @@
+//! Attendance on SQLite and (with MUSTER_TEST_POSTGRES_URL) PostgreSQL: confirmation by
+//! bureaus and invitees, the pending overview and reminders, and the report computed from a
+//! ledger with overlapping connections, reconnects, late joins, early leaves and a guest,
+//! checked against hand-computed figures; absent units get a follow-up.
+
+mod common;
+
+use chrono::{DateTime, Duration, Utc};
+use common::spawn_app;
+use muster::domain::attendance::interpret;
+use serde_json::{Value, json};
+
+/// Publishes the coal-mine dispatch over the small directory, starting in 10 minutes; returns
+/// the provincial call.
+async fn call(store: &muster::store::Store) -> muster::store::MeetingRecord {
+    let templates = muster::agendas::load_dir(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/agendas"))).unwrap();
+    let admin = muster::domain::access::Principal {
+        account_id: 0,
+        username: "test".into(),
+        role: muster::domain::access::StaffRole::Admin,
+        unit_id: 0,
+        unit_name: "all".into(),
+        unit_path: "/".into(),
+    };
+    let input = muster::dispatch::DispatchInput {
+        template: "coal-mine-resumption".into(),
+        root_unit: "130000".into(),
+        // Whole seconds, as LiveKit's event times are.
+        start: DateTime::from_timestamp((Utc::now() + Duration::minutes(10)).timestamp(), 0).unwrap().to_rfc3339(),
+        chosen_units: vec![],
+    };
+    let config = muster::config::Config::default();
+    let (id, _) = muster::dispatch::publish(store, &templates, &config.livekit, &admin, &input, Utc::now()).await.unwrap();
+    store.dispatch_meetings(id).await.unwrap().into_iter().find(|m| m.parent_id.is_none()).unwrap()
+}
+
+/// Feeds one webhook event (as LiveKit would send it) to the ledger.
+async fn event(store: &muster::store::Store, n: &mut u32, kind: &str, room: &str, sid: &str, identity: &str, joined: DateTime<Utc>, at: DateTime<Utc>) {
+    *n += 1;
+    let body = json!({
+        "event": kind, "id": format!("EV_{n}"), "createdAt": at.timestamp().to_string(),
+        "room": {"name": room},
+        "participant": {"sid": sid, "identity": identity, "joinedAt": joined.timestamp().to_string(), "joinedAtMs": joined.timestamp_millis().to_string()},
+    });
+    let e: livekit_protocol::WebhookEvent = serde_json::from_value(body).unwrap();
+    store.apply_webhook(&e.id, &e.event, &interpret(&e), Duration::seconds(30), Utc::now()).await.unwrap();
+}
+
+backend_tests! {
+    async fn the_report_matches_hand_computed_figures(db: TestDb) {
+        common::seed(&db.store).await;
+        let store = &db.store;
+        let m = call(store).await;
+        let (s, room) = (m.planned_start, m.room_name.clone());
+        let at = |minutes: i64| s + Duration::minutes(minutes);
+        let (invitations, _) = store.meeting_invitations(m.id, "/", 1000, 0).await.unwrap();
+        let inv = |person: &str| invitations.iter().find(|i| i.person_name.as_deref() == Some(person)).unwrap().id;
+        // 09:00–10:30 (90 minutes). The province's principal hosts; 唐山李四 (deputy and
+        // supervisor: one person) and 保定赵六 attend for their cities; 开滦王五 for the mine.
+        let (host, tangshan, baoding, mine) = (inv("省厅张三"), inv("唐山李四"), inv("保定赵六"), inv("开滦王五"));
+        let mut n = 0;
+        // Host: on time, whole meeting.
+        event(store, &mut n, "participant_joined", &room, "PA_h", &host.to_string(), at(-3), at(-3)).await;
+        // 唐山: joins 08:58, drops 09:20, a reconnect overlapping from 09:18 to 09:40, back
+        // 09:50 to the end: connected 09:00–09:40 and 09:50–10:30 = 80 minutes, 2 reconnects.
+        event(store, &mut n, "participant_joined", &room, "PA_t1", &tangshan.to_string(), at(-2), at(-2)).await;
+        event(store, &mut n, "participant_joined", &room, "PA_t2", &tangshan.to_string(), at(18), at(18)).await;
+        event(store, &mut n, "participant_left", &room, "PA_t1", &tangshan.to_string(), at(-2), at(20)).await;
+        event(store, &mut n, "participant_left", &room, "PA_t2", &tangshan.to_string(), at(18), at(40)).await;
+        event(store, &mut n, "participant_joined", &room, "PA_t3", &tangshan.to_string(), at(50), at(50)).await;
+        // 保定: late (09:12), stays to the end: 78 minutes.
+        event(store, &mut n, "participant_joined", &room, "PA_b", &baoding.to_string(), at(12), at(12)).await;
+        // The mine: on time, leaves 10:00 for good: left early, 60 minutes.
+        event(store, &mut n, "participant_joined", &room, "PA_m", &mine.to_string(), at(0), at(0)).await;
+        event(store, &mut n, "participant_left", &room, "PA_m", &mine.to_string(), at(0), at(60)).await;
+        // A guest from the ministry: in the ledger, not in the report.
+        event(store, &mut n, "participant_joined", &room, "PA_g", "ministry-observer", at(5), at(5)).await;
+        // The room ends at 10:30: open connections end with it.
+        store.finish_room(&room, at(90)).await.unwrap();
+        let meeting = store.meeting(m.id).await.unwrap();
+        assert_eq!(meeting.status, "finished");
+        // The report job was enqueued by the end of the room; run it.
+        assert!(store.jobs(Some("meeting.report")).await.unwrap().iter().any(|j| j.payload.contains(&format!("\"meeting_id\":{}", m.id))));
+        muster::reports::finalise(store, &meeting, muster::domain::report::Rules::default(), Utc::now()).await.unwrap();
+
+        let app = spawn_app(db).await;
+        let leader = app.client_for("leader").await;
+        let report: Value = leader.get(app.url(&format!("/api/v1/meetings/{}/attendance-report", m.id))).send().await.unwrap().json().await.unwrap();
+        let line = |id: i64| report["rows"].as_array().unwrap().iter().find(|r| r["invitation_id"] == id).unwrap().clone();
+        let figures = |id: i64| {
+            let l = line(id);
+            (l["status"].as_str().unwrap().to_string(), l["connected_seconds"].as_i64().unwrap() / 60, l["reconnects"].as_i64().unwrap())
+        };
+        assert_eq!(figures(host), ("present".into(), 90, 0));
+        assert_eq!(figures(tangshan), ("present".into(), 80, 2));
+        assert_eq!(figures(baoding), ("late".into(), 78, 0));
+        assert_eq!(figures(mine), ("left_early".into(), 60, 0));
+        assert_eq!(line(tangshan)["first_join"].as_str().unwrap(), (at(-2)).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true).replace("+00:00", "Z"));
+        assert_eq!(report["rows"].as_array().unwrap().len(), 4, "guests are not in the report");
+        // Everyone invited came: rate 100% over 3 (the host is not counted).
+        assert_eq!(report["summary"]["total"]["expected"], 3);
+        assert_eq!(report["summary"]["total"]["attendance_rate"], 100.0);
+        assert!(store.intervals(&room).await.unwrap().iter().any(|i| i.identity == "ministry-observer" && i.invitation_id.is_none()));
+
+        let csv = leader.get(app.url(&format!("/api/v1/meetings/{}/attendance-report?format=csv", m.id))).send().await.unwrap().bytes().await.unwrap();
+        assert!(csv.starts_with(b"\xEF\xBB\xBF"));
+        let text = String::from_utf8(csv[3..].to_vec()).unwrap();
+        assert!(text.lines().any(|l| l.starts_with("保定市,保定赵六,speaker,province,") && l.contains(",78.0,0,迟到,130600")), "{text}");
+        let xlsx = leader.get(app.url(&format!("/api/v1/meetings/{}/attendance-report?format=xlsx", m.id))).send().await.unwrap().bytes().await.unwrap();
+        assert!(xlsx.starts_with(b"PK\x03\x04"));
+        app.stop().await;
+    }
+
+    async fn absent_and_excused_units(db: TestDb) {
+        common::seed(&db.store).await;
+        let store = &db.store;
+        let m = call(store).await;
+        let app = spawn_app(db).await;
+        // 保定 declines with a reason through its bureau; the mine says nothing and does not come.
+        let baoding = app.client_for("baoding").await;
+        let tangshan = app.client_for("tangshan").await;
+        let (invitations, _) = store.meeting_invitations(m.id, "/", 1000, 0).await.unwrap();
+        let of = |unit: &str| invitations.iter().find(|i| i.unit_name == unit).unwrap().id;
+        let confirm = |client: &reqwest::Client, id: i64, body: Value| client.post(app.url(&format!("/api/v1/invitations/{id}/confirmation"))).json(&body).send();
+        let r = confirm(&baoding, of("保定市"), json!({"answer": "decline"})).await.unwrap();
+        assert_eq!(r.status(), 422, "a decline needs a reason");
+        assert_eq!(confirm(&baoding, of("保定市"), json!({"answer": "decline", "reason": "同时段召开全市防汛会议"})).await.unwrap().status(), 200);
+        assert_eq!(confirm(&baoding, of("唐山市"), json!({"answer": "confirm"})).await.unwrap().status(), 403, "not 保定's to confirm");
+        let r = confirm(&tangshan, of("唐山市"), json!({"answer": "delegate", "name": "王副局长", "title": "副局长", "mobile": "13900001111"})).await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(store.invitation_context(of("唐山市")).await.unwrap().rsvp, "delegated");
+
+        // Pending overview and one reminder to all pending.
+        let convener = app.client_for("convener").await;
+        let pending: Value = convener.get(app.url(&format!("/api/v1/dispatches/{}/confirmations", m.dispatch_id))).send().await.unwrap().json().await.unwrap();
+        let province = pending["by_tier"].as_array().unwrap().iter().find(|t| t["key"] == "province").unwrap();
+        let total_pending: i64 = store.meeting_invitations(m.id, "/", 1000, 0).await.unwrap().0.iter().filter(|i| i.rsvp == "pending").count() as i64;
+        assert_eq!(province["pending"].as_i64().unwrap(), total_pending);
+        let reminded: Value = convener.post(app.url(&format!("/api/v1/dispatches/{}/confirmations/remind", m.dispatch_id))).send().await.unwrap().json().await.unwrap();
+        assert!(reminded["reminded"].as_i64().unwrap() >= 1);
+        let jobs = store.jobs(Some("mail.send")).await.unwrap();
+        assert!(jobs.iter().all(|j| j.payload.contains("confirm_reminder")));
+        assert!(!jobs.iter().any(|j| j.payload.contains(&format!("\"invitation_id\":{},", of("保定市")))), "not to those who answered");
+
+        // Nobody joins but 唐山's deputy; the meeting ends.
+        let tangshan_inv = of("唐山市");
+        let mut n = 100;
+        event(store, &mut n, "participant_joined", &m.room_name, "PA_1", &tangshan_inv.to_string(), m.planned_start, m.planned_start).await;
+        store.finish_room(&m.room_name, m.planned_end).await.unwrap();
+        let meeting = store.meeting(m.id).await.unwrap();
+        muster::reports::finalise(store, &meeting, muster::domain::report::Rules::default(), Utc::now()).await.unwrap();
+        let report = store.report(m.id, "/").await.unwrap();
+        let status = |unit: &str| report.iter().find(|r| r.unit_name == unit).unwrap().status.clone();
+        assert_eq!(status("保定市"), "excused");
+        assert_eq!(status("开滦煤业"), "absent");
+        assert_eq!(status("唐山市"), "present");
+        // The absent unit, and only it, must explain; recomputing does not ask twice.
+        let asked = |store: muster::store::Store| async move {
+            store.list_followups(&muster::store::FollowupFilter { scope_path: "/".into(), limit: 100, ..Default::default() }).await.unwrap().0
+        };
+        let followups = asked(store.clone()).await;
+        assert_eq!(followups.len(), 1, "{followups:?}");
+        assert_eq!((followups[0].title.as_str(), followups[0].assignee_name.as_str()), ("说明缺席原因", "开滦煤业"));
+        let recompute = convener.post(app.url(&format!("/api/v1/meetings/{}/attendance-report", m.id))).send().await.unwrap();
+        assert_eq!(recompute.status(), 200);
+        assert_eq!(asked(store.clone()).await.len(), 1);
+        assert_eq!(tangshan.post(app.url(&format!("/api/v1/meetings/{}/attendance-report", m.id))).send().await.unwrap().status(), 403);
+        app.stop().await;
+    }
+}
