@@ -4,6 +4,7 @@
 pub mod agendas;
 pub mod attachments;
 pub mod auth;
+pub mod board;
 pub mod bench;
 pub mod config;
 pub mod directory;

@@ -84,7 +84,7 @@ pub async fn rollup(opts: &RollupOptions) -> anyhow::Result<()> {
         None => None,
     };
     let outcome = run(opts, &scratch, pg.as_ref()).await;
-    if let Some(pg) = &pg
+    if let Some(pg) = &pg && std::env::var_os("SCRATCH_KEEP").is_some() { eprintln!("KEPT {}", pg.name); } else if let Some(pg) = &pg
         && let Err(e) = pg.drop_database().await
     {
         eprintln!(
@@ -128,6 +128,7 @@ impl ScratchDir {
 
 impl Drop for ScratchDir {
     fn drop(&mut self) {
+        if std::env::var_os("SCRATCH_KEEP").is_some() { eprintln!("KEPT {}", self.0.display()); return; }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -535,6 +536,10 @@ async fn generate(
         }
     }
     let delegated = shape_followups(store, &cascades, now).await?;
+    if let Ok(sql) = std::env::var("SCRATCH_INDEX") {
+        eprintln!("SCRATCH: {sql}");
+        with_db!(&store.db, |pool| { sqlx::query(&sql).execute(pool).await?; if matches!(store.backend(), crate::store::Backend::Postgres) { sqlx::query("ANALYZE").execute(pool).await?; } });
+    }
     Ok(Generated {
         province,
         units: n,

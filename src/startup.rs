@@ -130,6 +130,11 @@ impl Application {
             .into_iter()
             .map(|w| tokio::spawn(w.run(worker_stop.clone())))
             .collect();
+        let shutting_down = Arc::clone(&self.state.shutting_down);
+        let stop = async move {
+            stop.await;
+            let _ = shutting_down.send(true);
+        };
         let served = axum::serve(
             self.listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),

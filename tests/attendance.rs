@@ -168,3 +168,83 @@ backend_tests! {
         app.stop().await;
     }
 }
+
+/// Posts a webhook signed the way LiveKit signs it (the app runs on the dev key and secret).
+async fn signed_webhook(app: &common::TestApp, body: &str) -> u16 {
+    use base64::Engine;
+    use sha2::Digest;
+    let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(body.as_bytes()));
+    let jwt = livekit_api::access_token::AccessToken::with_api_key("devkey", "secret")
+        .with_sha256(&hash)
+        .to_jwt()
+        .unwrap();
+    reqwest::Client::new()
+        .post(app.url("/livekit/webhook"))
+        .header("content-type", "application/webhook+json")
+        .header("authorization", jwt)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Reads the next `board` event of a server-sent event stream.
+async fn next_board(response: &mut reqwest::Response, buffer: &mut String) -> Value {
+    loop {
+        if let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: ")) {
+                return serde_json::from_str(data).unwrap();
+            }
+            continue;
+        }
+        let chunk = response.chunk().await.unwrap().expect("the stream goes on");
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+backend_tests! {
+    async fn the_live_board_updates_within_two_seconds_of_a_webhook(db: TestDb) {
+        common::seed(&db.store).await;
+        let m = call(&db.store).await;
+        let app = spawn_app(db).await;
+        let convener = app.client_for("convener").await;
+        let board: Value = convener.get(app.url(&format!("/api/v1/meetings/{}/board", m.id))).send().await.unwrap().json().await.unwrap();
+        assert_eq!((board["expected_units"].as_i64(), board["present_units"].as_i64()), (Some(3), Some(0)));
+        assert_eq!(board["absent"].as_array().unwrap().len(), 3, "everyone absent, listed first");
+
+        let mut stream = convener.get(app.url(&format!("/api/v1/meetings/{}/board/events", m.id))).send().await.unwrap();
+        assert!(stream.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+        let mut buffer = String::new();
+        let first = next_board(&mut stream, &mut buffer).await;
+        assert_eq!(first["present_units"], 0);
+
+        let (invitations, _) = db.store.meeting_invitations(m.id, "/", 1000, 0).await.unwrap();
+        let tangshan = invitations.iter().find(|i| i.unit_name == "唐山市").unwrap().id;
+        let now = Utc::now();
+        let body = json!({
+            "event": "participant_joined", "id": "EV_board_1", "createdAt": now.timestamp().to_string(),
+            "room": {"name": m.room_name},
+            "participant": {"sid": "PA_board", "identity": tangshan.to_string(), "state": "ACTIVE", "joinedAt": now.timestamp().to_string()},
+        })
+        .to_string();
+        let sent = std::time::Instant::now();
+        assert_eq!(signed_webhook(&app, &body).await, 200);
+        let update = tokio::time::timeout(std::time::Duration::from_secs(2), next_board(&mut stream, &mut buffer))
+            .await
+            .expect("an update within 2 seconds of the webhook");
+        assert!(sent.elapsed() < std::time::Duration::from_secs(2));
+        assert_eq!(update["present_units"], 1);
+        let absent: Vec<&str> = update["absent"].as_array().unwrap().iter().map(|a| a["unit_name"].as_str().unwrap()).collect();
+        assert!(!absent.contains(&"唐山市"), "{absent:?}");
+        // A bureau sees its own units only.
+        let bd = app.client_for("baoding").await;
+        let theirs: Value = bd.get(app.url(&format!("/api/v1/meetings/{}/board", m.id))).send().await.unwrap().json().await.unwrap();
+        assert_eq!(theirs["expected_units"], 1);
+        // Shutting down ends the stream instead of waiting for it.
+        tokio::time::timeout(std::time::Duration::from_secs(10), app.stop()).await.expect("shutdown is not held up by open streams");
+        drop(stream);
+    }
+}

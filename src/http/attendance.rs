@@ -22,6 +22,8 @@ use crate::store::{Confirmation, ResultRow};
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/meetings/{id}/attendance-report", get(report).post(recompute))
+        .route("/meetings/{id}/board", get(board))
+        .route("/meetings/{id}/board/events", get(board_events))
         .route("/invitations/{id}/confirmation", post(confirm))
         .route("/dispatches/{id}/confirmations", get(pending))
         .route("/dispatches/{id}/confirmations/remind", post(remind))
@@ -214,4 +216,55 @@ async fn remind(State(state): State<AppState>, principal: Principal, Path(id): P
     let n = jobs.len();
     state.store.enqueue(&jobs).await?;
     Ok(Json(json!({"reminded": n})))
+}
+
+async fn board(State(state): State<AppState>, principal: Principal, Path(id): Path<i64>) -> AppResult<Json<crate::board::Board>> {
+    let meeting = state.store.meeting(id).await?;
+    let scope = dispatch::meeting_scope(&state.store, &principal, &meeting).await?;
+    Ok(Json(crate::board::board(&state.store, &meeting, &scope).await?))
+}
+
+/// The board as server-sent events: one `board` event now, then one whenever a webhook changes
+/// the room (and every 5 s in any case).
+async fn board_events(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<i64>,
+) -> AppResult<axum::response::sse::Sse<impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>>> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let meeting = state.store.meeting(id).await?;
+    let scope = dispatch::meeting_scope(&state.store, &principal, &meeting).await?;
+    let changes = state.room_changes.subscribe();
+    let store = state.store.clone();
+    let shutdown = state.shutting_down.subscribe();
+    let stream = futures_util::stream::unfold((changes, true), move |(mut changes, first)| {
+        let (store, scope, room) = (store.clone(), scope.clone(), meeting.room_name.clone());
+        let mut shutdown = shutdown.clone();
+        async move {
+            if *shutdown.borrow() {
+                return None;
+            }
+            if !first {
+                let wait = async {
+                    loop {
+                        match changes.recv().await {
+                            Ok(changed) if changed == room => return,
+                            Ok(_) => continue,
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                        }
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::time::timeout(std::time::Duration::from_secs(5), wait) => {}
+                    _ = shutdown.changed() => return None,
+                }
+            }
+            let meeting = store.meeting(id).await.ok()?;
+            let board = crate::board::board(&store, &meeting, &scope).await.ok()?;
+            let event = Event::default().event("board").json_data(&board).ok()?;
+            Some((Ok(event), (changes, false)))
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

@@ -35,7 +35,13 @@ async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: String
         .apply_webhook(&event.id, &event.event, &change, every, Utc::now())
         .await
     {
-        Ok(_) => StatusCode::OK.into_response(),
+        Ok(fresh) => {
+            if fresh && let Some(room) = event.room.as_ref().map(|r| r.name.clone()) {
+                // Nobody listening is fine.
+                let _ = state.room_changes.send(room);
+            }
+            StatusCode::OK.into_response()
+        }
         // A 5xx makes LiveKit retry; nothing was stored.
         Err(e) => crate::error::AppError::from(e).into_response(),
     }

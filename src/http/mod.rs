@@ -36,6 +36,12 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub templates: Arc<TemplateSet>,
     pub livekit: Arc<crate::livekit::LiveKit>,
+    /// Names of rooms whose ledger just changed, for live boards. Within one instance; boards
+    /// also refresh on a timer, for webhooks received by another instance.
+    pub room_changes: tokio::sync::broadcast::Sender<String>,
+    /// Turns true when the server is shutting down: long-lived streams end so that graceful
+    /// shutdown does not wait for them.
+    pub shutting_down: Arc<tokio::sync::watch::Sender<bool>>,
     pub metrics: Arc<Metrics>,
     /// Failed logins per account name.
     pub account_throttle: Arc<LoginThrottle>,
@@ -53,6 +59,8 @@ impl AppState {
             account_throttle: Arc::new(LoginThrottle::new(limit, lockout)),
             address_throttle: Arc::new(LoginThrottle::new(limit.saturating_mul(10), lockout)),
             livekit: Arc::new(crate::livekit::LiveKit::new(&config.livekit)),
+            room_changes: tokio::sync::broadcast::channel(1024).0,
+            shutting_down: Arc::new(tokio::sync::watch::channel(false).0),
             config: Arc::new(config),
             templates: Arc::new(templates),
         }
