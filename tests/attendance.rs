@@ -248,3 +248,59 @@ backend_tests! {
         drop(stream);
     }
 }
+
+backend_tests! {
+    async fn a_roll_call_with_answers_silence_and_an_absent_unit(db: TestDb) {
+        common::seed(&db.store).await;
+        let store = &db.store;
+        let m = call(store).await;
+        let (invitations, _) = store.meeting_invitations(m.id, "/", 1000, 0).await.unwrap();
+        let of = |unit: &str| invitations.iter().find(|i| i.unit_name == unit).unwrap().id;
+        let key = store.setting_or_insert("link_key", &muster::notify::links::new_key()).await.unwrap();
+        let mut tokens = std::collections::HashMap::new();
+        for unit in ["唐山市", "保定市", "开滦煤业"] {
+            let nonce = muster::notify::links::new_nonce();
+            let token = muster::notify::links::link_token(&key, of(unit), &nonce);
+            store.set_links(&[(of(unit), nonce, muster::auth::token_hash(&token))]).await.unwrap();
+            tokens.insert(unit, token);
+        }
+        let now = Utc::now();
+        let mut n = 200;
+        let started = json!({"event": "room_started", "id": "EV_rc_start", "createdAt": now.timestamp().to_string(), "room": {"name": m.room_name}});
+        let e: livekit_protocol::WebhookEvent = serde_json::from_value(started).unwrap();
+        store.apply_webhook(&e.id, &e.event, &interpret(&e), Duration::seconds(30), now).await.unwrap();
+        event(store, &mut n, "participant_joined", &m.room_name, "PA_ts", &of("唐山市").to_string(), now, now).await;
+        event(store, &mut n, "participant_joined", &m.room_name, "PA_bd", &of("保定市").to_string(), now, now).await;
+
+        let app = spawn_app(db).await;
+        let convener = app.client_for("convener").await;
+        let anonymous = reqwest::Client::new();
+        let answer = |unit: &str| anonymous.post(app.url(&format!("/i/{}/roll-call", tokens[unit]))).send();
+        assert_eq!(answer("唐山市").await.unwrap().status(), 409, "no roll call open yet");
+        let tangshan = app.client_for("tangshan").await;
+        let r = tangshan.post(app.url(&format!("/api/v1/meetings/{}/roll-calls", m.id))).json(&json!({"seconds": 60})).send().await.unwrap();
+        assert_eq!(r.status(), 403, "only the host runs the roll call");
+        let r = convener.post(app.url(&format!("/api/v1/meetings/{}/roll-calls", m.id))).json(&json!({"seconds": 5})).send().await.unwrap();
+        assert_eq!(r.status(), 422, "at least 10 seconds");
+        let rc: Value = convener.post(app.url(&format!("/api/v1/meetings/{}/roll-calls", m.id))).json(&json!({"seconds": 60})).send().await.unwrap().json().await.unwrap();
+        let id = rc["id"].as_i64().unwrap();
+        // The page offers the answer; 唐山 answers (twice: counted once).
+        let page = anonymous.get(app.url(&format!("/i/{}", tokens["唐山市"]))).send().await.unwrap().text().await.unwrap();
+        assert!(page.contains("点名应答"));
+        assert_eq!(answer("唐山市").await.unwrap().status(), 200);
+        assert_eq!(answer("唐山市").await.unwrap().status(), 200);
+
+        let result: Value = convener.get(app.url(&format!("/api/v1/roll-calls/{id}"))).send().await.unwrap().json().await.unwrap();
+        assert_eq!(result["open"], true);
+        // The call's room holds 唐山's sub-venue too: 路南区 is expected as well.
+        assert_eq!((result["answered"].as_i64(), result["not_answered"].as_i64()), (Some(1), Some(3)));
+        assert_eq!(result["in_room_silent"], json!(["保定市"]));
+        assert_eq!(result["answered_not_in_room"], json!([]));
+        let mine = result["units"].as_array().unwrap().iter().find(|u| u["unit_name"] == "开滦煤业").unwrap();
+        assert_eq!((mine["answered"].as_bool(), mine["in_room"].as_bool()), (Some(false), Some(false)), "absent from the room");
+        // 保定's bureau sees its own unit only.
+        let bd: Value = app.client_for("baoding").await.get(app.url(&format!("/api/v1/roll-calls/{id}"))).send().await.unwrap().json().await.unwrap();
+        assert_eq!(bd["units"].as_array().unwrap().len(), 1);
+        app.stop().await;
+    }
+}

@@ -12,6 +12,7 @@ mod livekit;
 mod meetings;
 mod openapi;
 mod people;
+mod roll_calls;
 pub(crate) mod session;
 mod units;
 
@@ -79,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         .merge(jobs::router())
         .merge(followups::router())
         .merge(attendance::router())
+        .merge(roll_calls::router())
         .merge(openapi::router())
         .fallback(|| async { AppError::NotFound("API route".into()) });
     Router::new()

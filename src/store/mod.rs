@@ -16,6 +16,7 @@ mod jobs;
 mod notifications;
 mod org;
 mod reports;
+mod roll_calls;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -37,6 +38,7 @@ pub use followups::{
 };
 pub use jobs::{ClaimedJob, JobRecord, NewJob};
 pub use reports::{Confirmation, ExpectedRow, ResultRow};
+pub use roll_calls::RollCall;
 pub use notifications::{InvitationContext, NewNotification, NotificationRecord, Recipient};
 pub use org::{DirectorySummary, PersonFilter, PersonUpdate, UnitFilter, UnitUpdate};
 

@@ -20,6 +20,7 @@ pub fn router() -> Router<AppState> {
         .route("/i/{token}/join", get(join))
         .route("/i/{token}/join.json", get(join_json))
         .route("/i/{token}/followups", get(unit_followups))
+        .route("/i/{token}/roll-call", post(answer_roll_call))
         .route("/i/{token}/followups/{id}/actions", post(followup_action))
 }
 
@@ -232,6 +233,12 @@ async fn show(State(state): State<AppState>, Path(token): Path<String>) -> Respo
             )
         })
         .unwrap_or_default();
+    let roll_call = match state.store.open_roll_call(&inv.room_name, chrono::Utc::now()).await {
+        Ok(Some(_)) => format!(
+            "<form method=\"post\" action=\"/i/{token}/roll-call\"><button id=\"roll-call\" type=\"submit\">点名应答</button></form>"
+        ),
+        _ => String::new(),
+    };
     let join_link = match may_join(&state, &inv, chrono::Utc::now()) {
         Ok(()) => format!("<p><a class=\"join\" href=\"/i/{token}/join\">进入会议</a></p>"),
         Err(reason) => format!("<p>{}</p>", no_join_text(&inv, &reason)),
@@ -253,7 +260,7 @@ async fn show(State(state): State<AppState>, Path(token): Path<String>) -> Respo
         &inv.meeting_title,
         &format!(
             "<h1>{title}</h1>{joins}<p>时间：{when}（{}）</p><p>主办单位：{}</p><p>参会单位：{}</p>\
-             <p>参会状态：<strong id=\"rsvp\">{}</strong></p>{join_link}{buttons}",
+             <p>参会状态：<strong id=\"rsvp\">{}</strong></p>{roll_call}{join_link}{buttons}",
             escape(&inv.timezone),
             escape(&inv.host_name),
             escape(&inv.display_name()),
@@ -306,4 +313,22 @@ async fn rsvp(State(state): State<AppState>, Path(token): Path<String>, Form(ans
         return crate::error::AppError::from(e).into_response();
     }
     Redirect::to(&format!("/i/{token}")).into_response()
+}
+
+/// Answers the roll call open in the invitation's room (JSON, for the page and any client).
+async fn answer_roll_call(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+    use crate::error::AppError;
+    let inv = match find(&state, &token).await {
+        Ok(inv) => inv,
+        Err(response) => return response,
+    };
+    let now = chrono::Utc::now();
+    match state.store.open_roll_call(&inv.room_name, now).await {
+        Ok(Some(rc)) => match state.store.answer_roll_call(rc.id, inv.id, now).await {
+            Ok(()) => axum::Json(serde_json::json!({"roll_call": rc.id, "answered": true})).into_response(),
+            Err(e) => AppError::from(e).into_response(),
+        },
+        Ok(None) => AppError::Conflict("no roll call is open in this meeting".into()).into_response(),
+        Err(e) => AppError::from(e).into_response(),
+    }
 }
