@@ -428,16 +428,10 @@ impl Notifier {
                 .map_err(|e| {
                     JobFailure::Permanent(format!("cannot build the message to {address}: {e}"))
                 })?;
-            self.mailer.send(message).await.map_err(|e| {
-                let text = format!("sending to {address} ({name}) failed: {}", e.message);
-                if e.permanent {
-                    JobFailure::Permanent(text)
-                } else {
-                    JobFailure::Retry(text)
-                }
-            })?;
-            self.store
-                .record_notification(&NewNotification {
+            self.deliver(
+                message,
+                &name,
+                NewNotification {
                     dedupe_key: dedupe,
                     kind: p.message.clone(),
                     invitation_id: None,
@@ -445,9 +439,21 @@ impl Notifier {
                     subject: rendered.subject,
                     message_id,
                     sent_at: now,
-                })
-                .await?;
+                },
+            )
+            .await?;
         }
+        Ok(())
+    }
+
+    /// Sends a built message and records it, so that a retried job does not send it again.
+    /// A refusal for good (5xx) makes the job dead, naming the address.
+    async fn deliver(&self, message: Message, who: &str, record: NewNotification) -> Result<(), JobFailure> {
+        self.mailer.send(message).await.map_err(|e| {
+            let text = format!("sending to {} ({who}) failed: {}", record.recipient, e.message);
+            if e.permanent { JobFailure::Permanent(text) } else { JobFailure::Retry(text) }
+        })?;
+        self.store.record_notification(&record).await?;
         Ok(())
     }
 
@@ -556,16 +562,10 @@ impl Notifier {
         .map_err(|e| {
             JobFailure::Permanent(format!("cannot build the message to {address_text}: {e}"))
         })?;
-        self.mailer.send(message).await.map_err(|e| {
-            let text = format!("sending to {address_text} ({who}) failed: {}", e.message);
-            if e.permanent {
-                JobFailure::Permanent(text)
-            } else {
-                JobFailure::Retry(text)
-            }
-        })?;
-        self.store
-            .record_notification(&NewNotification {
+        self.deliver(
+            message,
+            &who,
+            NewNotification {
                 dedupe_key: p.dedupe.clone(),
                 kind: p.message.as_str().into(),
                 invitation_id: Some(inv.id),
@@ -573,8 +573,9 @@ impl Notifier {
                 subject: rendered.subject,
                 message_id,
                 sent_at: self.clock.now(),
-            })
-            .await?;
+            },
+        )
+        .await?;
         Ok(())
     }
 }

@@ -5,7 +5,7 @@ use serde::Serialize;
 use sqlx::QueryBuilder;
 
 use super::audit::AuditEntry;
-use super::{Backend, Store, StoreResult, with_db, with_tx};
+use super::{Store, StoreResult, with_db, with_tx};
 use crate::domain::report::Attendance;
 
 /// An invitation as the report sees it.
