@@ -843,8 +843,10 @@ async fn webhooks_on(
     let t = Instant::now();
     let signed = load.sign()?;
     sign += t.elapsed();
-    let mut config = crate::config::Config::default();
-    config.listen = "127.0.0.1:0".parse().expect("a valid address");
+    let mut config = crate::config::Config {
+        listen: "127.0.0.1:0".parse().expect("a valid address"),
+        ..Default::default()
+    };
     config.jobs.enabled = false;
     config.livekit.api_key = WEBHOOK_KEY.into();
     config.livekit.api_secret = crate::config::Secret::new(WEBHOOK_SECRET);

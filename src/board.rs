@@ -40,7 +40,11 @@ pub struct Board {
 }
 
 /// The board now, limited to invited units under `scope_path`.
-pub async fn board(store: &Store, meeting: &MeetingRecord, scope_path: &str) -> Result<Board, AppError> {
+pub async fn board(
+    store: &Store,
+    meeting: &MeetingRecord,
+    scope_path: &str,
+) -> Result<Board, AppError> {
     let expected = store.expected(meeting.id).await?;
     let intervals = store.intervals(&meeting.room_name).await?;
     let connected: HashSet<i64> = intervals
@@ -54,7 +58,10 @@ pub async fn board(store: &Store, meeting: &MeetingRecord, scope_path: &str) -> 
         .count();
     // unit → (name, region, tier, present)
     let mut units: BTreeMap<i64, (String, String, String, bool)> = BTreeMap::new();
-    for e in expected.iter().filter(|e| e.role != "host" && e.unit_path.starts_with(scope_path)) {
+    for e in expected
+        .iter()
+        .filter(|e| e.role != "host" && e.unit_path.starts_with(scope_path))
+    {
         let region = e
             .unit_path
             .strip_prefix(&meeting.host_unit_path)
@@ -76,16 +83,29 @@ pub async fn board(store: &Store, meeting: &MeetingRecord, scope_path: &str) -> 
             g.1 += usize::from(*present);
         }
         if !present {
-            absent.push(AbsentUnit { unit_id: *id, unit_name: name.clone(), region: region.clone() });
+            absent.push(AbsentUnit {
+                unit_id: *id,
+                unit_name: name.clone(),
+                region: region.clone(),
+            });
         }
     }
     let mut regions = Vec::new();
     for (code, (expected, present)) in by_region {
         let name = match code.as_str() {
             "" => meeting.host_unit_name.clone(),
-            c => store.unit_by_code(c).await.map(|u| u.name).unwrap_or_else(|_| c.to_string()),
+            c => store
+                .unit_by_code(c)
+                .await
+                .map(|u| u.name)
+                .unwrap_or_else(|_| c.to_string()),
         };
-        regions.push(Group { key: code, name, expected, present });
+        regions.push(Group {
+            key: code,
+            name,
+            expected,
+            present,
+        });
     }
     // Least present first.
     regions.sort_by(|a, b| (a.present * b.expected.max(1)).cmp(&(b.present * a.expected.max(1))));
@@ -97,7 +117,12 @@ pub async fn board(store: &Store, meeting: &MeetingRecord, scope_path: &str) -> 
         absent,
         by_tier: by_tier
             .into_iter()
-            .map(|(k, (expected, present))| Group { name: k.clone(), key: k, expected, present })
+            .map(|(k, (expected, present))| Group {
+                name: k.clone(),
+                key: k,
+                expected,
+                present,
+            })
             .collect(),
         by_region: regions,
         guests,

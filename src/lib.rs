@@ -4,8 +4,8 @@
 pub mod agendas;
 pub mod attachments;
 pub mod auth;
-pub mod board;
 pub mod bench;
+pub mod board;
 pub mod config;
 pub mod directory;
 pub mod dispatch;

@@ -14,13 +14,21 @@ pub const ABSENCE_TITLE: &str = "说明缺席原因";
 
 /// Computes and stores a meeting's report from its room's ledger, then assigns each absent
 /// unit a follow-up to explain its absence (once per meeting). Returns the lines.
-pub async fn finalise(store: &Store, meeting: &MeetingRecord, rules: Rules, now: DateTime<Utc>) -> Result<usize, AppError> {
+pub async fn finalise(
+    store: &Store,
+    meeting: &MeetingRecord,
+    rules: Rules,
+    now: DateTime<Utc>,
+) -> Result<usize, AppError> {
     let expected = store.expected(meeting.id).await?;
     let intervals = store.intervals(&meeting.room_name).await?;
     let mut by_invitation: HashMap<i64, Vec<Span>> = HashMap::new();
     for i in &intervals {
         if let (Some(inv), Some(joined)) = (i.invitation_id, i.joined_at) {
-            by_invitation.entry(inv).or_default().push(Span { joined, ended: i.ended_at() });
+            by_invitation.entry(inv).or_default().push(Span {
+                joined,
+                ended: i.ended_at(),
+            });
         }
     }
     let start = meeting.planned_start;
@@ -28,9 +36,18 @@ pub async fn finalise(store: &Store, meeting: &MeetingRecord, rules: Rules, now:
     let lines: Vec<(i64, crate::domain::report::Attendance)> = expected
         .iter()
         .map(|e| {
-            let spans = by_invitation.get(&e.invitation_id).map(Vec::as_slice).unwrap_or(&[]);
-            let declined = e.rsvp == "declined" && e.decline_reason.as_deref().is_some_and(|r| !r.trim().is_empty());
-            (e.invitation_id, attendance(spans, start, end, declined, rules))
+            let spans = by_invitation
+                .get(&e.invitation_id)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            let declined = e.rsvp == "declined"
+                && e.decline_reason
+                    .as_deref()
+                    .is_some_and(|r| !r.trim().is_empty());
+            (
+                e.invitation_id,
+                attendance(spans, start, end, declined, rules),
+            )
         })
         .collect();
     store.save_report(meeting.id, &lines, now).await?;
@@ -90,16 +107,25 @@ pub struct Summary {
 
 /// Rates per unit, per region (the unit right below `scope_path` each line lies under) and
 /// per tier.
-pub async fn summarise(store: &Store, rows: &[ResultRow], scope_path: &str) -> Result<Summary, AppError> {
+pub async fn summarise(
+    store: &Store,
+    rows: &[ResultRow],
+    scope_path: &str,
+) -> Result<Summary, AppError> {
     let mut total = Rate::default();
     let mut units: BTreeMap<String, (String, Rate)> = BTreeMap::new();
     let mut regions: BTreeMap<String, Rate> = BTreeMap::new();
     let mut tiers: BTreeMap<String, Rate> = BTreeMap::new();
     for r in rows.iter().filter(|r| r.role != "host") {
-        let status: AttendanceStatus = serde_json::from_value(serde_json::Value::String(r.status.clone()))
-            .map_err(|e| AppError::Internal(e.into()))?;
+        let status: AttendanceStatus =
+            serde_json::from_value(serde_json::Value::String(r.status.clone()))
+                .map_err(|e| AppError::Internal(e.into()))?;
         total.count(status);
-        units.entry(r.unit_code.clone()).or_insert_with(|| (r.unit_name.clone(), Rate::default())).1.count(status);
+        units
+            .entry(r.unit_code.clone())
+            .or_insert_with(|| (r.unit_name.clone(), Rate::default()))
+            .1
+            .count(status);
         let region = r
             .unit_path
             .strip_prefix(scope_path)
@@ -109,18 +135,31 @@ pub async fn summarise(store: &Store, rows: &[ResultRow], scope_path: &str) -> R
         regions.entry(region).or_default().count(status);
         tiers.entry(r.tier.clone()).or_default().count(status);
     }
-    let line = |key: String, name: String, rate: Rate| RateLine { attendance_rate: rate.rate(), key, name, rate };
+    let line = |key: String, name: String, rate: Rate| RateLine {
+        attendance_rate: rate.rate(),
+        key,
+        name,
+        rate,
+    };
     let mut by_region = Vec::new();
     for (code, rate) in regions {
         let name = if code.is_empty() {
             "（本级）".to_string()
         } else {
-            store.unit_by_code(&code).await.map(|u| u.name).unwrap_or_else(|_| code.clone())
+            store
+                .unit_by_code(&code)
+                .await
+                .map(|u| u.name)
+                .unwrap_or_else(|_| code.clone())
         };
         by_region.push(line(code, name, rate));
     }
     // Lowest attendance first: who to chase.
-    let worst_first = |a: &RateLine, b: &RateLine| a.attendance_rate.partial_cmp(&b.attendance_rate).unwrap_or(std::cmp::Ordering::Equal);
+    let worst_first = |a: &RateLine, b: &RateLine| {
+        a.attendance_rate
+            .partial_cmp(&b.attendance_rate)
+            .unwrap_or(std::cmp::Ordering::Equal)
+    };
     by_region.sort_by(worst_first);
     let mut by_unit: Vec<RateLine> = units.into_iter().map(|(k, (n, r))| line(k, n, r)).collect();
     by_unit.sort_by(worst_first);
@@ -128,15 +167,33 @@ pub async fn summarise(store: &Store, rows: &[ResultRow], scope_path: &str) -> R
         total: line(String::new(), "合计".into(), total),
         by_unit,
         by_region,
-        by_tier: tiers.into_iter().map(|(k, r)| line(k.clone(), k, r)).collect(),
+        by_tier: tiers
+            .into_iter()
+            .map(|(k, r)| line(k.clone(), k, r))
+            .collect(),
     })
 }
 
-pub const COLUMNS: [&str; 10] = ["单位", "人员", "参会身份", "层级", "首次入会", "最后离会", "在线时长(分钟)", "重连次数", "状态", "单位编码"];
+pub const COLUMNS: [&str; 10] = [
+    "单位",
+    "人员",
+    "参会身份",
+    "层级",
+    "首次入会",
+    "最后离会",
+    "在线时长(分钟)",
+    "重连次数",
+    "状态",
+    "单位编码",
+];
 
 pub fn cells(r: &ResultRow, tz: chrono_tz::Tz) -> [String; 10] {
-    let time = |t: Option<DateTime<Utc>>| t.map(|t| t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default();
-    let status: Option<AttendanceStatus> = serde_json::from_value(serde_json::Value::String(r.status.clone())).ok();
+    let time = |t: Option<DateTime<Utc>>| {
+        t.map(|t| t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_default()
+    };
+    let status: Option<AttendanceStatus> =
+        serde_json::from_value(serde_json::Value::String(r.status.clone())).ok();
     [
         r.unit_name.clone(),
         r.person_name.clone().unwrap_or_default(),
@@ -152,7 +209,11 @@ pub fn cells(r: &ResultRow, tz: chrono_tz::Tz) -> [String; 10] {
 }
 
 /// The `meeting.report` job: finalises the report once the meeting has ended.
-pub fn report_handler(store: Store, clock: std::sync::Arc<dyn crate::jobs::Clock>, rules: Rules) -> crate::jobs::Handler {
+pub fn report_handler(
+    store: Store,
+    clock: std::sync::Arc<dyn crate::jobs::Clock>,
+    rules: Rules,
+) -> crate::jobs::Handler {
     std::sync::Arc::new(move |payload| {
         let (store, clock) = (store.clone(), clock.clone());
         Box::pin(async move {

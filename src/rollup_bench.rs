@@ -14,8 +14,10 @@
 //! is invited to (city: `province`, district: `city`, enterprise: `district`); the others are
 //! assigned directly from the province's meeting (`province`). Items fall due from three weeks
 //! ago to two weeks ahead; statuses are spread over the lifecycle by bulk UPDATEs (open ones
-//! past their due date are overdue). PostgreSQL is `ANALYZE`d afterwards, as autovacuum would
-//! have by the time anyone looks; SQLite is not (muster never runs `ANALYZE` on it).
+//! past their due date are overdue). On PostgreSQL, whose bulk UPDATEs leave dead versions of
+//! every row, the table is then rewritten (`VACUUM FULL`), vacuumed and analysed, as if the rows
+//! had been written in their final state and autovacuum had been by; SQLite is left as it is
+//! (its UPDATEs write in place, and muster never runs `ANALYZE` on it).
 //!
 //! Timed (`--runs` times each, in a rotating order after one untimed warm-up; median and
 //! minimum):
@@ -84,7 +86,7 @@ pub async fn rollup(opts: &RollupOptions) -> anyhow::Result<()> {
         None => None,
     };
     let outcome = run(opts, &scratch, pg.as_ref()).await;
-    if let Some(pg) = &pg && std::env::var_os("SCRATCH_KEEP").is_some() { eprintln!("KEPT {}", pg.name); } else if let Some(pg) = &pg
+    if let Some(pg) = &pg
         && let Err(e) = pg.drop_database().await
     {
         eprintln!(
@@ -128,7 +130,6 @@ impl ScratchDir {
 
 impl Drop for ScratchDir {
     fn drop(&mut self) {
-        if std::env::var_os("SCRATCH_KEEP").is_some() { eprintln!("KEPT {}", self.0.display()); return; }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -331,6 +332,7 @@ async fn on_backend(
             }
         }
     }
+    drop(rows);
     // One untimed warm-up of each query.
     for q in QUERIES {
         match q {
@@ -536,10 +538,6 @@ async fn generate(
         }
     }
     let delegated = shape_followups(store, &cascades, now).await?;
-    if let Ok(sql) = std::env::var("SCRATCH_INDEX") {
-        eprintln!("SCRATCH: {sql}");
-        with_db!(&store.db, |pool| { sqlx::query(&sql).execute(pool).await?; if matches!(store.backend(), crate::store::Backend::Postgres) { sqlx::query("ANALYZE").execute(pool).await?; } });
-    }
     Ok(Generated {
         province,
         units: n,
@@ -607,7 +605,16 @@ async fn shape_followups(
     }
     Ok(with_db!(&store.db, |pool| {
         if matches!(store.backend(), crate::store::Backend::Postgres) {
-            sqlx::query("ANALYZE").execute(pool).await?;
+            // The bulk UPDATEs above left dead versions of every row: rewrite the table as if
+            // the rows had been written in their final state, then vacuum it as autovacuum
+            // would have by now (the visibility map, for index-only scans) and analyse.
+            for sql in [
+                "VACUUM (FULL) followups",
+                "VACUUM (ANALYZE) followups",
+                "ANALYZE",
+            ] {
+                sqlx::query(sql).execute(pool).await?;
+            }
         }
         sqlx::query_scalar("SELECT COUNT(*) FROM followups WHERE parent_id IS NOT NULL")
             .fetch_one(pool)
@@ -731,12 +738,12 @@ fn table(opts: &RollupOptions, backends: &[BackendReport]) -> String {
                     )
                 }
             };
-            let _ = writeln!(
-                out,
+            let line = format!(
                 "{:<9}{:<30}{med:>8.1} ms   min {min:>7.1} ms   {rows:<12}{tail}",
                 b.name,
                 label(m.query)
             );
+            let _ = writeln!(out, "{}", line.trim_end());
         }
         let _ = writeln!(
             out,

@@ -13,7 +13,11 @@ use serde_json::{Value, json};
 /// Publishes the coal-mine dispatch over the small directory, starting in 10 minutes; returns
 /// the provincial call.
 async fn call(store: &muster::store::Store) -> muster::store::MeetingRecord {
-    let templates = muster::agendas::load_dir(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/agendas"))).unwrap();
+    let templates = muster::agendas::load_dir(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/agendas"
+    )))
+    .unwrap();
     let admin = muster::domain::access::Principal {
         account_id: 0,
         username: "test".into(),
@@ -26,16 +30,43 @@ async fn call(store: &muster::store::Store) -> muster::store::MeetingRecord {
         template: "coal-mine-resumption".into(),
         root_unit: "130000".into(),
         // Whole seconds, as LiveKit's event times are.
-        start: DateTime::from_timestamp((Utc::now() + Duration::minutes(10)).timestamp(), 0).unwrap().to_rfc3339(),
+        start: DateTime::from_timestamp((Utc::now() + Duration::minutes(10)).timestamp(), 0)
+            .unwrap()
+            .to_rfc3339(),
         chosen_units: vec![],
     };
     let config = muster::config::Config::default();
-    let (id, _) = muster::dispatch::publish(store, &templates, &config.livekit, &admin, &input, Utc::now()).await.unwrap();
-    store.dispatch_meetings(id).await.unwrap().into_iter().find(|m| m.parent_id.is_none()).unwrap()
+    let (id, _) = muster::dispatch::publish(
+        store,
+        &templates,
+        &config.livekit,
+        &admin,
+        &input,
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    store
+        .dispatch_meetings(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.parent_id.is_none())
+        .unwrap()
 }
 
 /// Feeds one webhook event (as LiveKit would send it) to the ledger.
-async fn event(store: &muster::store::Store, n: &mut u32, kind: &str, room: &str, sid: &str, identity: &str, joined: DateTime<Utc>, at: DateTime<Utc>) {
+#[allow(clippy::too_many_arguments)]
+async fn event(
+    store: &muster::store::Store,
+    n: &mut u32,
+    kind: &str,
+    room: &str,
+    sid: &str,
+    identity: &str,
+    joined: DateTime<Utc>,
+    at: DateTime<Utc>,
+) {
     *n += 1;
     let body = json!({
         "event": kind, "id": format!("EV_{n}"), "createdAt": at.timestamp().to_string(),
@@ -43,7 +74,16 @@ async fn event(store: &muster::store::Store, n: &mut u32, kind: &str, room: &str
         "participant": {"sid": sid, "identity": identity, "joinedAt": joined.timestamp().to_string(), "joinedAtMs": joined.timestamp_millis().to_string()},
     });
     let e: livekit_protocol::WebhookEvent = serde_json::from_value(body).unwrap();
-    store.apply_webhook(&e.id, &e.event, &interpret(&e), Duration::seconds(30), Utc::now()).await.unwrap();
+    store
+        .apply_webhook(
+            &e.id,
+            &e.event,
+            &interpret(&e),
+            Duration::seconds(30),
+            Utc::now(),
+        )
+        .await
+        .unwrap();
 }
 
 backend_tests! {
@@ -173,7 +213,8 @@ backend_tests! {
 async fn signed_webhook(app: &common::TestApp, body: &str) -> u16 {
     use base64::Engine;
     use sha2::Digest;
-    let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(body.as_bytes()));
+    let hash =
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(body.as_bytes()));
     let jwt = livekit_api::access_token::AccessToken::with_api_key("devkey", "secret")
         .with_sha256(&hash)
         .to_jwt()

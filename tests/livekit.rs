@@ -40,13 +40,33 @@ async fn setup(db: &TestDb) -> Setup {
     let app = spawn_app_with(db, config.clone()).await;
     livekit.set_webhook_url(Some(app.url("/livekit/webhook")));
     let clock = ManualClock::new(Utc::now() + Duration::seconds(1));
-    let worker = muster::startup::job_workers(&config, &db.store, Arc::new(clock.clone())).await.unwrap().remove(0);
-    Setup { livekit, app, config, clock, worker }
+    let worker = muster::startup::job_workers(&config, &db.store, Arc::new(clock.clone()))
+        .await
+        .unwrap()
+        .remove(0);
+    Setup {
+        livekit,
+        app,
+        config,
+        clock,
+        worker,
+    }
 }
 
 /// Publishes a dispatch starting `minutes` from now; returns the root meeting.
-async fn publish(db: &TestDb, config: &Config, template: &str, root: &str, minutes: i64, chosen: Vec<String>) -> muster::store::MeetingRecord {
-    let templates = muster::agendas::load_dir(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/agendas"))).unwrap();
+async fn publish(
+    db: &TestDb,
+    config: &Config,
+    template: &str,
+    root: &str,
+    minutes: i64,
+    chosen: Vec<String>,
+) -> muster::store::MeetingRecord {
+    let templates = muster::agendas::load_dir(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/agendas"
+    )))
+    .unwrap();
     let admin = muster::domain::access::Principal {
         account_id: 0,
         username: "test".into(),
@@ -56,9 +76,29 @@ async fn publish(db: &TestDb, config: &Config, template: &str, root: &str, minut
         unit_path: "/".into(),
     };
     let start = (Utc::now() + Duration::minutes(minutes)).to_rfc3339();
-    let input = muster::dispatch::DispatchInput { template: template.into(), root_unit: root.into(), start, chosen_units: chosen };
-    let (id, _) = muster::dispatch::publish(&db.store, &templates, &config.livekit, &admin, &input, Utc::now()).await.unwrap();
-    db.store.dispatch_meetings(id).await.unwrap().into_iter().find(|m| m.parent_id.is_none()).unwrap()
+    let input = muster::dispatch::DispatchInput {
+        template: template.into(),
+        root_unit: root.into(),
+        start,
+        chosen_units: chosen,
+    };
+    let (id, _) = muster::dispatch::publish(
+        &db.store,
+        &templates,
+        &config.livekit,
+        &admin,
+        &input,
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    db.store
+        .dispatch_meetings(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.parent_id.is_none())
+        .unwrap()
 }
 
 /// Runs the due jobs of some kinds; returns their outcomes.
@@ -67,7 +107,9 @@ async fn run(setup: &Setup, kinds: &[&str]) -> Vec<Outcome> {
     outcomes
         .into_iter()
         .filter(|o| match o {
-            Outcome::Done { kind, .. } | Outcome::Retrying { kind, .. } | Outcome::Dead { kind, .. } => kinds.iter().any(|k| kind.starts_with(k)),
+            Outcome::Done { kind, .. }
+            | Outcome::Retrying { kind, .. }
+            | Outcome::Dead { kind, .. } => kinds.iter().any(|k| kind.starts_with(k)),
             Outcome::LostLease { .. } => true,
         })
         .collect()
@@ -76,20 +118,44 @@ async fn run(setup: &Setup, kinds: &[&str]) -> Vec<Outcome> {
 /// The personal link token of the first invitation of `unit_code` (and that invitation).
 async fn link(db: &TestDb, meeting: i64, unit_code: &str, role: Option<&str>) -> (String, i64) {
     let store = &db.store;
-    let key = store.setting_or_insert("link_key", &muster::notify::links::new_key()).await.unwrap();
+    let key = store
+        .setting_or_insert("link_key", &muster::notify::links::new_key())
+        .await
+        .unwrap();
     let unit = store.unit_by_code(unit_code).await.unwrap();
-    let (invitations, _) = store.meeting_invitations(meeting, "/", 1000, 0).await.unwrap();
-    let inv = invitations.iter().find(|i| i.unit_id == unit.id && role.is_none_or(|r| i.role == r)).unwrap();
+    let (invitations, _) = store
+        .meeting_invitations(meeting, "/", 1000, 0)
+        .await
+        .unwrap();
+    let inv = invitations
+        .iter()
+        .find(|i| i.unit_id == unit.id && role.is_none_or(|r| i.role == r))
+        .unwrap();
     let nonce = muster::notify::links::new_nonce();
     let token = muster::notify::links::link_token(&key, inv.id, &nonce);
-    store.set_links(&[(inv.id, nonce.clone(), muster::auth::token_hash(&token))]).await.unwrap();
+    store
+        .set_links(&[(inv.id, nonce.clone(), muster::auth::token_hash(&token))])
+        .await
+        .unwrap();
     // Links are only set once; read back the nonce that stuck.
-    let stuck = store.invitation_context(inv.id).await.unwrap().link_nonce.unwrap();
-    (muster::notify::links::link_token(&key, inv.id, &stuck), inv.id)
+    let stuck = store
+        .invitation_context(inv.id)
+        .await
+        .unwrap()
+        .link_nonce
+        .unwrap();
+    (
+        muster::notify::links::link_token(&key, inv.id, &stuck),
+        inv.id,
+    )
 }
 
 async fn join_token(app: &TestApp, link: &str) -> (u16, Value) {
-    let r = reqwest::Client::new().get(app.url(&format!("/i/{link}/join.json"))).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .get(app.url(&format!("/i/{link}/join.json")))
+        .send()
+        .await
+        .unwrap();
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
@@ -395,7 +461,8 @@ backend_tests! {
 #[tokio::test]
 async fn tls_hosts_are_accepted() {
     // The rustls feature is on: an https host fails to connect, not "scheme is not http".
-    let client = livekit_api::services::room::RoomClient::with_api_key("https://127.0.0.1:9", KEY, SECRET);
+    let client =
+        livekit_api::services::room::RoomClient::with_api_key("https://127.0.0.1:9", KEY, SECRET);
     let error = client.list_rooms(vec![]).await.unwrap_err().to_string();
     assert!(!error.contains("scheme"), "{error}");
     assert!(error.contains("error sending request"), "{error}");

@@ -41,7 +41,10 @@ impl AttendanceStatus {
 
     /// Was there (on time or not).
     pub fn attended(self) -> bool {
-        matches!(self, AttendanceStatus::Present | AttendanceStatus::Late | AttendanceStatus::LeftEarly)
+        matches!(
+            self,
+            AttendanceStatus::Present | AttendanceStatus::Late | AttendanceStatus::LeftEarly
+        )
     }
 }
 
@@ -82,7 +85,13 @@ pub struct Attendance {
 
 /// The attendance of one invitation in a meeting that ran from `start` to `end`; connections
 /// still open count until `end`.
-pub fn attendance(spans: &[Span], start: DateTime<Utc>, end: DateTime<Utc>, declined: bool, rules: Rules) -> Attendance {
+pub fn attendance(
+    spans: &[Span],
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    declined: bool,
+    rules: Rules,
+) -> Attendance {
     let mut clipped: Vec<(DateTime<Utc>, DateTime<Utc>)> = spans
         .iter()
         .map(|s| (s.joined.max(start), s.ended.unwrap_or(end).min(end)))
@@ -98,10 +107,7 @@ pub fn attendance(spans: &[Span], start: DateTime<Utc>, end: DateTime<Utc>, decl
     }
     let connected: i64 = merged.iter().map(|(a, b)| (*b - *a).num_seconds()).sum();
     let first_join = spans.iter().map(|s| s.joined).min();
-    let last_leave = spans
-        .iter()
-        .map(|s| s.ended.unwrap_or(end))
-        .max();
+    let last_leave = spans.iter().map(|s| s.ended.unwrap_or(end)).max();
     let status = match (first_join, last_leave) {
         _ if merged.is_empty() && declined => AttendanceStatus::Excused,
         _ if merged.is_empty() => AttendanceStatus::Absent,
@@ -144,7 +150,8 @@ impl Rate {
     /// Attended / (expected − excused), in percent.
     pub fn rate(&self) -> Option<f64> {
         let counted = self.expected - self.excused;
-        (counted > 0).then(|| (self.present + self.late + self.left_early) as f64 * 100.0 / counted as f64)
+        (counted > 0)
+            .then(|| (self.present + self.late + self.left_early) as f64 * 100.0 / counted as f64)
     }
 }
 
@@ -158,14 +165,21 @@ mod tests {
     }
 
     fn span(a: (u32, u32), b: Option<(u32, u32)>) -> Span {
-        Span { joined: t(a.0, a.1), ended: b.map(|b| t(b.0, b.1)) }
+        Span {
+            joined: t(a.0, a.1),
+            ended: b.map(|b| t(b.0, b.1)),
+        }
     }
 
     #[test]
     fn overlapping_connections_and_reconnects() {
         // 09:00–10:30 meeting. Joined 08:55 (counts from 09:00), dropped 09:20, back 09:18
         // (overlap), left 09:40, back 09:50 till the end.
-        let spans = [span((8, 55), Some((9, 20))), span((9, 18), Some((9, 40))), span((9, 50), None)];
+        let spans = [
+            span((8, 55), Some((9, 20))),
+            span((9, 18), Some((9, 40))),
+            span((9, 50), None),
+        ];
         let a = attendance(&spans, t(9, 0), t(10, 30), false, Rules::default());
         assert_eq!(a.connected_seconds, (40 + 40) * 60);
         assert_eq!(a.reconnects, 2);
@@ -177,23 +191,62 @@ mod tests {
     #[test]
     fn late_early_absent_excused() {
         let r = Rules::default();
-        let late = attendance(&[span((9, 6), Some((10, 30)))], t(9, 0), t(10, 30), false, r);
-        assert_eq!((late.status, late.connected_seconds), (AttendanceStatus::Late, 84 * 60));
-        let on_time = attendance(&[span((9, 5), Some((10, 21)))], t(9, 0), t(10, 30), false, r);
-        assert_eq!(on_time.status, AttendanceStatus::Present, "5 minutes late and 9 early are tolerated");
-        let early = attendance(&[span((9, 0), Some((10, 19)))], t(9, 0), t(10, 30), false, r);
+        let late = attendance(
+            &[span((9, 6), Some((10, 30)))],
+            t(9, 0),
+            t(10, 30),
+            false,
+            r,
+        );
+        assert_eq!(
+            (late.status, late.connected_seconds),
+            (AttendanceStatus::Late, 84 * 60)
+        );
+        let on_time = attendance(
+            &[span((9, 5), Some((10, 21)))],
+            t(9, 0),
+            t(10, 30),
+            false,
+            r,
+        );
+        assert_eq!(
+            on_time.status,
+            AttendanceStatus::Present,
+            "5 minutes late and 9 early are tolerated"
+        );
+        let early = attendance(
+            &[span((9, 0), Some((10, 19)))],
+            t(9, 0),
+            t(10, 30),
+            false,
+            r,
+        );
         assert_eq!(early.status, AttendanceStatus::LeftEarly);
-        assert_eq!(attendance(&[], t(9, 0), t(10, 30), false, r).status, AttendanceStatus::Absent);
-        assert_eq!(attendance(&[], t(9, 0), t(10, 30), true, r).status, AttendanceStatus::Excused);
+        assert_eq!(
+            attendance(&[], t(9, 0), t(10, 30), false, r).status,
+            AttendanceStatus::Absent
+        );
+        assert_eq!(
+            attendance(&[], t(9, 0), t(10, 30), true, r).status,
+            AttendanceStatus::Excused
+        );
         // A connection entirely before the start counts as not there.
         let before = attendance(&[span((8, 0), Some((8, 30)))], t(9, 0), t(10, 30), false, r);
-        assert_eq!((before.status, before.connected_seconds), (AttendanceStatus::Absent, 0));
+        assert_eq!(
+            (before.status, before.connected_seconds),
+            (AttendanceStatus::Absent, 0)
+        );
     }
 
     #[test]
     fn rates_leave_the_excused_out() {
         let mut rate = Rate::default();
-        for s in [AttendanceStatus::Present, AttendanceStatus::Late, AttendanceStatus::Absent, AttendanceStatus::Excused] {
+        for s in [
+            AttendanceStatus::Present,
+            AttendanceStatus::Late,
+            AttendanceStatus::Absent,
+            AttendanceStatus::Excused,
+        ] {
             rate.count(s);
         }
         assert_eq!(rate.rate().map(|r| (r * 10.0).round() / 10.0), Some(66.7));

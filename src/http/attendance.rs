@@ -21,7 +21,10 @@ use crate::store::{Confirmation, ResultRow};
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/meetings/{id}/attendance-report", get(report).post(recompute))
+        .route(
+            "/meetings/{id}/attendance-report",
+            get(report).post(recompute),
+        )
         .route("/meetings/{id}/board", get(board))
         .route("/meetings/{id}/board/events", get(board_events))
         .route("/invitations/{id}/confirmation", post(confirm))
@@ -53,22 +56,35 @@ async fn report(
     let scope = dispatch::meeting_scope(&state.store, &principal, &meeting).await?;
     let rows = state.store.report(id, &scope).await?;
     if rows.is_empty() && !matches!(meeting.status.as_str(), "finished") {
-        return Err(AppError::Conflict("the report is made when the meeting has ended".into()));
+        return Err(AppError::Conflict(
+            "the report is made when the meeting has ended".into(),
+        ));
     }
     let dispatch = state.store.dispatch(meeting.dispatch_id).await?;
-    let tz: chrono_tz::Tz = dispatch.timezone.parse().unwrap_or(chrono_tz::Asia::Shanghai);
+    let tz: chrono_tz::Tz = dispatch
+        .timezone
+        .parse()
+        .unwrap_or(chrono_tz::Asia::Shanghai);
     match q.format.as_deref().unwrap_or("json") {
         "json" => {
             let summary = reports::summarise(&state.store, &rows, &meeting.host_unit_path).await?;
-            Ok(Json(ReportView { meeting_id: id, title: meeting.title, rows, summary }).into_response())
+            Ok(Json(ReportView {
+                meeting_id: id,
+                title: meeting.title,
+                rows,
+                summary,
+            })
+            .into_response())
         }
         "csv" => {
             let mut out = b"\xEF\xBB\xBF".to_vec();
             {
                 let mut w = csv::Writer::from_writer(&mut out);
-                w.write_record(COLUMNS).map_err(|e| AppError::Internal(e.into()))?;
+                w.write_record(COLUMNS)
+                    .map_err(|e| AppError::Internal(e.into()))?;
                 for r in &rows {
-                    w.write_record(cells(r, tz)).map_err(|e| AppError::Internal(e.into()))?;
+                    w.write_record(cells(r, tz))
+                        .map_err(|e| AppError::Internal(e.into()))?;
                 }
                 w.flush().map_err(|e| AppError::Internal(e.into()))?;
             }
@@ -82,11 +98,15 @@ async fn report(
             sheet.set_name("参会情况").map_err(internal)?;
             let bold = Format::new().set_bold();
             for (c, h) in COLUMNS.iter().enumerate() {
-                sheet.write_string_with_format(0, c as u16, *h, &bold).map_err(internal)?;
+                sheet
+                    .write_string_with_format(0, c as u16, *h, &bold)
+                    .map_err(internal)?;
             }
             for (i, r) in rows.iter().enumerate() {
                 for (c, v) in cells(r, tz).iter().enumerate() {
-                    sheet.write_string(i as u32 + 1, c as u16, v).map_err(internal)?;
+                    sheet
+                        .write_string(i as u32 + 1, c as u16, v)
+                        .map_err(internal)?;
                 }
             }
             Ok(file(
@@ -95,7 +115,9 @@ async fn report(
                 book.save_to_buffer().map_err(internal)?,
             ))
         }
-        other => Err(AppError::invalid(format!("format: {other:?}; use json, csv or xlsx"))),
+        other => Err(AppError::invalid(format!(
+            "format: {other:?}; use json, csv or xlsx"
+        ))),
     }
 }
 
@@ -103,7 +125,10 @@ fn file(content_type: &str, name: &str, body: Vec<u8>) -> Response {
     (
         [
             (header::CONTENT_TYPE, content_type.to_string()),
-            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
         ],
         body,
     )
@@ -111,10 +136,20 @@ fn file(content_type: &str, name: &str, body: Vec<u8>) -> Response {
 }
 
 /// Recomputes the report (after late webhooks or a reconciliation); the meeting's host.
-async fn recompute(State(state): State<AppState>, principal: Principal, Path(id): Path<i64>) -> AppResult<Json<Value>> {
+async fn recompute(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<i64>,
+) -> AppResult<Json<Value>> {
     let meeting = state.store.meeting(id).await?;
     principal.require_write(&meeting.host_unit_path, &meeting.host_unit_name)?;
-    let lines = reports::finalise(&state.store, &meeting, state.config.attendance.rules(), Utc::now()).await?;
+    let lines = reports::finalise(
+        &state.store,
+        &meeting,
+        state.config.attendance.rules(),
+        Utc::now(),
+    )
+    .await?;
     Ok(Json(json!({"lines": lines})))
 }
 
@@ -131,22 +166,55 @@ pub struct ConfirmInput {
 
 /// Checks a confirmation and turns it into what is stored.
 pub fn confirmation(input: &ConfirmInput) -> AppResult<Confirmation> {
-    let clean = |v: &Option<String>| v.as_ref().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
-    let (name, title, mobile, reason) = (clean(&input.name), clean(&input.title), clean(&input.mobile), clean(&input.reason));
+    let clean = |v: &Option<String>| {
+        v.as_ref()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let (name, title, mobile, reason) = (
+        clean(&input.name),
+        clean(&input.title),
+        clean(&input.mobile),
+        clean(&input.reason),
+    );
     if let Some(m) = &mobile {
         check_phone(m).map_err(|e| AppError::invalid(format!("mobile: {e}")))?;
     }
     Ok(match input.answer.as_str() {
-        "confirm" => Confirmation { rsvp: "confirmed".into(), attendee_name: name, attendee_title: title, attendee_mobile: mobile, ..Default::default() },
+        "confirm" => Confirmation {
+            rsvp: "confirmed".into(),
+            attendee_name: name,
+            attendee_title: title,
+            attendee_mobile: mobile,
+            ..Default::default()
+        },
         "decline" => {
-            let reason = reason.ok_or_else(|| AppError::invalid("reason: say why the unit cannot attend (请假原因)"))?;
-            Confirmation { rsvp: "declined".into(), decline_reason: Some(reason), ..Default::default() }
+            let reason = reason.ok_or_else(|| {
+                AppError::invalid("reason: say why the unit cannot attend (请假原因)")
+            })?;
+            Confirmation {
+                rsvp: "declined".into(),
+                decline_reason: Some(reason),
+                ..Default::default()
+            }
         }
         "delegate" => {
-            let name = name.ok_or_else(|| AppError::invalid("name: who attends instead (替会人员)"))?;
-            Confirmation { rsvp: "delegated".into(), delegate_name: Some(name.clone()), attendee_name: Some(name), attendee_title: title, attendee_mobile: mobile, ..Default::default() }
+            let name =
+                name.ok_or_else(|| AppError::invalid("name: who attends instead (替会人员)"))?;
+            Confirmation {
+                rsvp: "delegated".into(),
+                delegate_name: Some(name.clone()),
+                attendee_name: Some(name),
+                attendee_title: title,
+                attendee_mobile: mobile,
+                ..Default::default()
+            }
         }
-        other => return Err(AppError::invalid(format!("answer: {other:?}; use confirm, decline or delegate"))),
+        other => {
+            return Err(AppError::invalid(format!(
+                "answer: {other:?}; use confirm, decline or delegate"
+            )));
+        }
     })
 }
 
@@ -161,23 +229,41 @@ async fn confirm(
     let unit = state.store.unit(inv.unit_id).await?;
     principal.require_write(&unit.path, &unit.name)?;
     if inv.meeting_status != "scheduled" {
-        return Err(AppError::Conflict(format!("the meeting is {}; attendance can no longer be confirmed", inv.meeting_status)));
+        return Err(AppError::Conflict(format!(
+            "the meeting is {}; attendance can no longer be confirmed",
+            inv.meeting_status
+        )));
     }
     let c = confirmation(&input)?;
-    state.store.confirm_invitation(id, &c, &principal.username).await?;
+    state
+        .store
+        .confirm_invitation(id, &c, &principal.username)
+        .await?;
     Ok(Json(json!({"id": id, "rsvp": c.rsvp})))
 }
 
 /// Pending confirmations of a dispatch per tier and per region (children of the caller's unit).
-async fn pending(State(state): State<AppState>, principal: Principal, Path(id): Path<i64>) -> AppResult<Json<Value>> {
+async fn pending(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<i64>,
+) -> AppResult<Json<Value>> {
     let view = dispatch::view(&state.store, &principal, id).await?;
     let mut by_tier: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
     let mut by_region: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
     for node in &view.meetings {
-        let (invitations, _) = state.store.meeting_invitations(node.meeting.id, &principal.unit_path, i64::MAX, 0).await?;
+        let (invitations, _) = state
+            .store
+            .meeting_invitations(node.meeting.id, &principal.unit_path, i64::MAX, 0)
+            .await?;
         for i in invitations {
             let unit = state.store.unit(i.unit_id).await?;
-            let region = unit.path.strip_prefix(&principal.unit_path).and_then(|r| r.split('/').next()).unwrap_or("").to_string();
+            let region = unit
+                .path
+                .strip_prefix(&principal.unit_path)
+                .and_then(|r| r.split('/').next())
+                .unwrap_or("")
+                .to_string();
             let pending = i64::from(i.rsvp == "pending");
             let t = by_tier.entry(node.meeting.tier.clone()).or_default();
             t.0 += 1;
@@ -188,22 +274,44 @@ async fn pending(State(state): State<AppState>, principal: Principal, Path(id): 
         }
     }
     let lines = |m: std::collections::BTreeMap<String, (i64, i64)>| -> Vec<Value> {
-        m.into_iter().map(|(k, (total, pending))| json!({"key": k, "invitations": total, "pending": pending})).collect()
+        m.into_iter()
+            .map(
+                |(k, (total, pending))| json!({"key": k, "invitations": total, "pending": pending}),
+            )
+            .collect()
     };
-    Ok(Json(json!({"dispatch_id": id, "by_tier": lines(by_tier), "by_region": lines(by_region)})))
+    Ok(Json(
+        json!({"dispatch_id": id, "by_tier": lines(by_tier), "by_region": lines(by_region)}),
+    ))
 }
 
 /// Sends a reminder to every invitation in the caller's scope still pending, in one action.
-async fn remind(State(state): State<AppState>, principal: Principal, Path(id): Path<i64>) -> AppResult<Json<Value>> {
+async fn remind(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<i64>,
+) -> AppResult<Json<Value>> {
     let view = dispatch::view(&state.store, &principal, id).await?;
     if !principal.role.may_write() {
-        return Err(AppError::Forbidden(crate::domain::access::Denied::ReadOnly(principal.role)));
+        return Err(AppError::Forbidden(
+            crate::domain::access::Denied::ReadOnly(principal.role),
+        ));
     }
     let now = Utc::now();
     let mut jobs = Vec::new();
-    for node in view.meetings.iter().filter(|n| n.meeting.status == "scheduled") {
-        let (invitations, _) = state.store.meeting_invitations(node.meeting.id, &principal.unit_path, i64::MAX, 0).await?;
-        for i in invitations.iter().filter(|i| i.rsvp == "pending" && i.email.is_some()) {
+    for node in view
+        .meetings
+        .iter()
+        .filter(|n| n.meeting.status == "scheduled")
+    {
+        let (invitations, _) = state
+            .store
+            .meeting_invitations(node.meeting.id, &principal.unit_path, i64::MAX, 0)
+            .await?;
+        for i in invitations
+            .iter()
+            .filter(|i| i.rsvp == "pending" && i.email.is_some())
+        {
             let key = format!("mail:confirm_reminder:{}:{}", i.id, now.timestamp() / 3600);
             jobs.push(crate::store::NewJob {
                 kind: "mail.send".into(),
@@ -218,10 +326,16 @@ async fn remind(State(state): State<AppState>, principal: Principal, Path(id): P
     Ok(Json(json!({"reminded": n})))
 }
 
-async fn board(State(state): State<AppState>, principal: Principal, Path(id): Path<i64>) -> AppResult<Json<crate::board::Board>> {
+async fn board(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<i64>,
+) -> AppResult<Json<crate::board::Board>> {
     let meeting = state.store.meeting(id).await?;
     let scope = dispatch::meeting_scope(&state.store, &principal, &meeting).await?;
-    Ok(Json(crate::board::board(&state.store, &meeting, &scope).await?))
+    Ok(Json(
+        crate::board::board(&state.store, &meeting, &scope).await?,
+    ))
 }
 
 /// The board as server-sent events: one `board` event now, then one whenever a webhook changes
@@ -230,7 +344,11 @@ async fn board_events(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<i64>,
-) -> AppResult<axum::response::sse::Sse<impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>>> {
+) -> AppResult<
+    axum::response::sse::Sse<
+        impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+    >,
+> {
     use axum::response::sse::{Event, KeepAlive, Sse};
     let meeting = state.store.meeting(id).await?;
     let scope = dispatch::meeting_scope(&state.store, &principal, &meeting).await?;
@@ -251,7 +369,9 @@ async fn board_events(
                             Ok(changed) if changed == room => return,
                             Ok(_) => continue,
                             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
-                            Err(tokio::sync::broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                                std::future::pending::<()>().await
+                            }
                         }
                     }
                 };

@@ -167,6 +167,8 @@ pub fn attendance_input(
     }
 }
 
-pub fn confirmation_of(input: &attendance::ConfirmInput) -> Result<crate::store::Confirmation, AppError> {
+pub fn confirmation_of(
+    input: &attendance::ConfirmInput,
+) -> Result<crate::store::Confirmation, AppError> {
     attendance::confirmation(input)
 }

@@ -40,7 +40,10 @@ async fn start(
     let meeting = state.store.meeting(id).await?;
     principal.require_write(&meeting.host_unit_path, &meeting.host_unit_name)?;
     if meeting.status != "live" {
-        return Err(AppError::Conflict(format!("a roll call needs the meeting live; it is {}", meeting.status)));
+        return Err(AppError::Conflict(format!(
+            "a roll call needs the meeting live; it is {}",
+            meeting.status
+        )));
     }
     if !(10..=600).contains(&input.seconds) {
         return Err(AppError::invalid("seconds: between 10 and 600"));
@@ -48,7 +51,13 @@ async fn start(
     let now = Utc::now();
     let rc = state
         .store
-        .start_roll_call(meeting.id, &meeting.room_name, &principal.username, now, now + Duration::seconds(input.seconds))
+        .start_roll_call(
+            meeting.id,
+            &meeting.room_name,
+            &principal.username,
+            now,
+            now + Duration::seconds(input.seconds),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(rc)))
 }
@@ -76,7 +85,11 @@ struct RollCallResult {
     units: Vec<UnitAnswer>,
 }
 
-async fn result(State(state): State<AppState>, principal: Principal, Path(id): Path<i64>) -> AppResult<Json<RollCallResult>> {
+async fn result(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<i64>,
+) -> AppResult<Json<RollCallResult>> {
     let rc = state.store.roll_call(id).await?;
     let meeting = state.store.meeting(rc.meeting_id).await?;
     let scope = dispatch::meeting_scope(&state.store, &principal, &meeting).await?;
@@ -84,14 +97,22 @@ async fn result(State(state): State<AppState>, principal: Principal, Path(id): P
     let answers = state.store.roll_call_answers(id).await?;
     let intervals = state.store.intervals(&rc.room_name).await?;
     let mut units: BTreeMap<i64, UnitAnswer> = BTreeMap::new();
-    for e in expected.iter().filter(|e| e.role != "host" && e.unit_path.starts_with(&scope)) {
+    for e in expected
+        .iter()
+        .filter(|e| e.role != "host" && e.unit_path.starts_with(&scope))
+    {
         let answered = answers.iter().any(|(inv, _)| *inv == e.invitation_id);
         let in_room = intervals.iter().any(|i| {
             i.invitation_id == Some(e.invitation_id)
                 && i.joined_at.is_some_and(|j| j < rc.ends_at)
                 && i.ended_at().is_none_or(|end| end > rc.started_at)
         });
-        let u = units.entry(e.unit_id).or_insert(UnitAnswer { unit_id: e.unit_id, unit_name: e.unit_name.clone(), answered: false, in_room: false });
+        let u = units.entry(e.unit_id).or_insert(UnitAnswer {
+            unit_id: e.unit_id,
+            unit_name: e.unit_name.clone(),
+            answered: false,
+            in_room: false,
+        });
         u.answered |= answered;
         u.in_room |= in_room;
     }
@@ -100,8 +121,16 @@ async fn result(State(state): State<AppState>, principal: Principal, Path(id): P
         open: Utc::now() < rc.ends_at,
         answered: units.iter().filter(|u| u.answered).count(),
         not_answered: units.iter().filter(|u| !u.answered).count(),
-        answered_not_in_room: units.iter().filter(|u| u.answered && !u.in_room).map(|u| u.unit_name.clone()).collect(),
-        in_room_silent: units.iter().filter(|u| !u.answered && u.in_room).map(|u| u.unit_name.clone()).collect(),
+        answered_not_in_room: units
+            .iter()
+            .filter(|u| u.answered && !u.in_room)
+            .map(|u| u.unit_name.clone())
+            .collect(),
+        in_room_silent: units
+            .iter()
+            .filter(|u| !u.answered && u.in_room)
+            .map(|u| u.unit_name.clone())
+            .collect(),
         units,
         roll_call: rc,
     }))

@@ -448,10 +448,22 @@ impl Notifier {
 
     /// Sends a built message and records it, so that a retried job does not send it again.
     /// A refusal for good (5xx) makes the job dead, naming the address.
-    async fn deliver(&self, message: Message, who: &str, record: NewNotification) -> Result<(), JobFailure> {
+    async fn deliver(
+        &self,
+        message: Message,
+        who: &str,
+        record: NewNotification,
+    ) -> Result<(), JobFailure> {
         self.mailer.send(message).await.map_err(|e| {
-            let text = format!("sending to {} ({who}) failed: {}", record.recipient, e.message);
-            if e.permanent { JobFailure::Permanent(text) } else { JobFailure::Retry(text) }
+            let text = format!(
+                "sending to {} ({who}) failed: {}",
+                record.recipient, e.message
+            );
+            if e.permanent {
+                JobFailure::Permanent(text)
+            } else {
+                JobFailure::Retry(text)
+            }
         })?;
         self.store.record_notification(&record).await?;
         Ok(())
@@ -475,7 +487,9 @@ impl Notifier {
                     || self.clock.now() >= inv.planned_start
             }
             MeetingMessage::Cancellation => false,
-            MeetingMessage::ConfirmReminder => inv.meeting_status != "scheduled" || inv.rsvp != "pending",
+            MeetingMessage::ConfirmReminder => {
+                inv.meeting_status != "scheduled" || inv.rsvp != "pending"
+            }
         };
         if skip {
             return Ok(());

@@ -38,7 +38,8 @@ const BUILT_IN: &[(&str, &str, &str)] = built_in![
     "zh-CN" / "followup_reminder",
     "zh-CN" / "followup_overdue",
     "zh-CN" / "followup_escalation",
-    "zh-CN" / "followup_returned", "zh-CN" / "confirm_reminder",
+    "zh-CN" / "followup_returned",
+    "zh-CN" / "confirm_reminder",
     "en" / "invitation",
     "en" / "update",
     "en" / "cancellation",
@@ -47,7 +48,8 @@ const BUILT_IN: &[(&str, &str, &str)] = built_in![
     "en" / "followup_reminder",
     "en" / "followup_overdue",
     "en" / "followup_escalation",
-    "en" / "followup_returned", "en" / "confirm_reminder",
+    "en" / "followup_returned",
+    "en" / "confirm_reminder",
 ];
 
 pub fn language_code(language: Language) -> &'static str {

@@ -298,7 +298,13 @@ async fn room_finished(tx: &mut Tx, room: &str, at: DateTime<Utc>) -> StoreResul
     });
     let jobs: Vec<NewJob> = meetings
         .iter()
-        .map(|id| NewJob::now("meeting.report", serde_json::json!({"meeting_id": id}), format!("meeting.report:{id}")))
+        .map(|id| {
+            NewJob::now(
+                "meeting.report",
+                serde_json::json!({"meeting_id": id}),
+                format!("meeting.report:{id}"),
+            )
+        })
         .collect();
     Store::enqueue_tx(tx, &jobs).await?;
     with_tx!(tx, |conn| {

@@ -37,10 +37,10 @@ pub use followups::{
     NewActionItem, RollupRow, followup_message,
 };
 pub use jobs::{ClaimedJob, JobRecord, NewJob};
-pub use reports::{Confirmation, ExpectedRow, ResultRow};
-pub use roll_calls::RollCall;
 pub use notifications::{InvitationContext, NewNotification, NotificationRecord, Recipient};
 pub use org::{DirectorySummary, PersonFilter, PersonUpdate, UnitFilter, UnitUpdate};
+pub use reports::{Confirmation, ExpectedRow, ResultRow};
+pub use roll_calls::RollCall;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

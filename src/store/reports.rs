@@ -63,15 +63,22 @@ impl Store {
     /// Everyone expected in a meeting (its own invitations).
     pub async fn expected(&self, meeting_id: i64) -> StoreResult<Vec<ExpectedRow>> {
         Ok(with_db!(&self.db, |pool| {
-            sqlx::query_as(&format!("{EXPECTED_SELECT} WHERE i.meeting_id = $1 ORDER BY u.path, i.id"))
-                .bind(meeting_id)
-                .fetch_all(pool)
-                .await?
+            sqlx::query_as(&format!(
+                "{EXPECTED_SELECT} WHERE i.meeting_id = $1 ORDER BY u.path, i.id"
+            ))
+            .bind(meeting_id)
+            .fetch_all(pool)
+            .await?
         }))
     }
 
     /// Replaces a meeting's report with freshly computed lines.
-    pub async fn save_report(&self, meeting_id: i64, lines: &[(i64, Attendance)], now: DateTime<Utc>) -> StoreResult<()> {
+    pub async fn save_report(
+        &self,
+        meeting_id: i64,
+        lines: &[(i64, Attendance)],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         with_tx!(&mut tx, |conn| {
             sqlx::query("DELETE FROM attendance_results WHERE meeting_id = $1")
@@ -124,17 +131,24 @@ impl Store {
     /// Whether an action item with this title was already issued on the meeting.
     pub async fn action_item_exists(&self, meeting_id: i64, title: &str) -> StoreResult<bool> {
         let found: Option<i64> = with_db!(&self.db, |pool| {
-            sqlx::query_scalar("SELECT id FROM action_items WHERE meeting_id = $1 AND title = $2 LIMIT 1")
-                .bind(meeting_id)
-                .bind(title)
-                .fetch_optional(pool)
-                .await?
+            sqlx::query_scalar(
+                "SELECT id FROM action_items WHERE meeting_id = $1 AND title = $2 LIMIT 1",
+            )
+            .bind(meeting_id)
+            .bind(title)
+            .fetch_optional(pool)
+            .await?
         });
         Ok(found.is_some())
     }
 
     /// Records a confirmation (确认参会) with its audit event.
-    pub async fn confirm_invitation(&self, id: i64, c: &Confirmation, actor: &str) -> StoreResult<()> {
+    pub async fn confirm_invitation(
+        &self,
+        id: i64,
+        c: &Confirmation,
+        actor: &str,
+    ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         with_tx!(&mut tx, |conn| {
             sqlx::query(

@@ -17,7 +17,14 @@ pub struct RollCall {
 }
 
 impl Store {
-    pub async fn start_roll_call(&self, meeting_id: i64, room: &str, actor: &str, now: DateTime<Utc>, ends_at: DateTime<Utc>) -> StoreResult<RollCall> {
+    pub async fn start_roll_call(
+        &self,
+        meeting_id: i64,
+        room: &str,
+        actor: &str,
+        now: DateTime<Utc>,
+        ends_at: DateTime<Utc>,
+    ) -> StoreResult<RollCall> {
         let mut tx = self.begin().await?;
         let rc: RollCall = with_tx!(&mut tx, |conn| {
             sqlx::query_as(
@@ -32,8 +39,13 @@ impl Store {
             .fetch_one(conn)
             .await?
         });
-        let entry = AuditEntry::new(actor, "roll_call.started", "meeting", &meeting_id.to_string())
-            .after(&serde_json::json!({"roll_call": rc.id, "ends_at": ends_at}));
+        let entry = AuditEntry::new(
+            actor,
+            "roll_call.started",
+            "meeting",
+            &meeting_id.to_string(),
+        )
+        .after(&serde_json::json!({"roll_call": rc.id, "ends_at": ends_at}));
         Store::append_audit_tx(&mut tx, &[entry]).await?;
         tx.commit().await?;
         Ok(rc)
@@ -50,7 +62,11 @@ impl Store {
     }
 
     /// The roll call of a room open at `now`, if any (the latest).
-    pub async fn open_roll_call(&self, room: &str, now: DateTime<Utc>) -> StoreResult<Option<RollCall>> {
+    pub async fn open_roll_call(
+        &self,
+        room: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<RollCall>> {
         Ok(with_db!(&self.db, |pool| {
             sqlx::query_as(
                 "SELECT id, meeting_id, room_name, started_by, started_at, ends_at FROM roll_calls \
@@ -64,7 +80,12 @@ impl Store {
     }
 
     /// Records an answer; a second answer keeps the first time.
-    pub async fn answer_roll_call(&self, roll_call: i64, invitation: i64, now: DateTime<Utc>) -> StoreResult<()> {
+    pub async fn answer_roll_call(
+        &self,
+        roll_call: i64,
+        invitation: i64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
         with_db!(&self.db, |pool| {
             sqlx::query(
                 "INSERT INTO roll_call_answers (roll_call_id, invitation_id, answered_at) VALUES ($1, $2, $3) \
@@ -80,12 +101,17 @@ impl Store {
     }
 
     /// (invitation id, answered at) of a roll call.
-    pub async fn roll_call_answers(&self, roll_call: i64) -> StoreResult<Vec<(i64, DateTime<Utc>)>> {
+    pub async fn roll_call_answers(
+        &self,
+        roll_call: i64,
+    ) -> StoreResult<Vec<(i64, DateTime<Utc>)>> {
         Ok(with_db!(&self.db, |pool| {
-            sqlx::query_as("SELECT invitation_id, answered_at FROM roll_call_answers WHERE roll_call_id = $1")
-                .bind(roll_call)
-                .fetch_all(pool)
-                .await?
+            sqlx::query_as(
+                "SELECT invitation_id, answered_at FROM roll_call_answers WHERE roll_call_id = $1",
+            )
+            .bind(roll_call)
+            .fetch_all(pool)
+            .await?
         }))
     }
 

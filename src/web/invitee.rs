@@ -233,7 +233,11 @@ async fn show(State(state): State<AppState>, Path(token): Path<String>) -> Respo
             )
         })
         .unwrap_or_default();
-    let roll_call = match state.store.open_roll_call(&inv.room_name, chrono::Utc::now()).await {
+    let roll_call = match state
+        .store
+        .open_roll_call(&inv.room_name, chrono::Utc::now())
+        .await
+    {
         Ok(Some(_)) => format!(
             "<form method=\"post\" action=\"/i/{token}/roll-call\"><button id=\"roll-call\" type=\"submit\">点名应答</button></form>"
         ),
@@ -284,7 +288,11 @@ struct Answer {
 }
 
 /// Confirms, declines (with a reason) or names a deputy (替会), as a bureau can for it.
-async fn rsvp(State(state): State<AppState>, Path(token): Path<String>, Form(answer): Form<Answer>) -> Response {
+async fn rsvp(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    Form(answer): Form<Answer>,
+) -> Response {
     let inv = match find(&state, &token).await {
         Ok(inv) => inv,
         Err(response) => return response,
@@ -292,12 +300,21 @@ async fn rsvp(State(state): State<AppState>, Path(token): Path<String>, Form(ans
     if inv.meeting_status != "scheduled" {
         return (
             StatusCode::CONFLICT,
-            page("无法更改", "<h1>无法更改</h1><p>该会议已取消或已开始，不能再更改参会状态。</p>"),
+            page(
+                "无法更改",
+                "<h1>无法更改</h1><p>该会议已取消或已开始，不能再更改参会状态。</p>",
+            ),
         )
             .into_response();
     }
     let some = |s: &str| Some(s.to_string()).filter(|s| !s.trim().is_empty());
-    let input = crate::http::attendance_input(&answer.answer, some(&answer.name), some(&answer.title), some(&answer.mobile), some(&answer.reason));
+    let input = crate::http::attendance_input(
+        &answer.answer,
+        some(&answer.name),
+        some(&answer.title),
+        some(&answer.mobile),
+        some(&answer.reason),
+    );
     let confirmation = match crate::http::confirmation_of(&input) {
         Ok(c) => c,
         Err(e) => {
@@ -309,7 +326,11 @@ async fn rsvp(State(state): State<AppState>, Path(token): Path<String>, Form(ans
         }
     };
     let actor = format!("invitee:{}", inv.id);
-    if let Err(e) = state.store.confirm_invitation(inv.id, &confirmation, &actor).await {
+    if let Err(e) = state
+        .store
+        .confirm_invitation(inv.id, &confirmation, &actor)
+        .await
+    {
         return crate::error::AppError::from(e).into_response();
     }
     Redirect::to(&format!("/i/{token}")).into_response()
@@ -325,10 +346,13 @@ async fn answer_roll_call(State(state): State<AppState>, Path(token): Path<Strin
     let now = chrono::Utc::now();
     match state.store.open_roll_call(&inv.room_name, now).await {
         Ok(Some(rc)) => match state.store.answer_roll_call(rc.id, inv.id, now).await {
-            Ok(()) => axum::Json(serde_json::json!({"roll_call": rc.id, "answered": true})).into_response(),
+            Ok(()) => axum::Json(serde_json::json!({"roll_call": rc.id, "answered": true}))
+                .into_response(),
             Err(e) => AppError::from(e).into_response(),
         },
-        Ok(None) => AppError::Conflict("no roll call is open in this meeting".into()).into_response(),
+        Ok(None) => {
+            AppError::Conflict("no roll call is open in this meeting".into()).into_response()
+        }
         Err(e) => AppError::from(e).into_response(),
     }
 }
