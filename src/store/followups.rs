@@ -371,43 +371,16 @@ impl Store {
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<RollupRow>> {
         let (start, end) = subtree_range(scope_path);
-        // Regions are the scope's child units: each follow-up falls in one child's path
-        // range (or in none: the scope unit's own). Joining on those ranges lets both backends
-        // group on a handful of keys instead of cutting every path.
-        let regions: Vec<(String, String, String)> = match grouping {
-            Grouping::Tier => Vec::new(),
-            Grouping::Region => {
-                let children: Vec<(String, String)> = with_db!(&self.db, |pool| {
-                    sqlx::query_as(
-                        "SELECT c.code, c.path FROM units c JOIN units p ON p.id = c.parent_id WHERE p.path = $1",
-                    )
-                    .bind(scope_path)
-                    .fetch_all(pool)
-                    .await?
-                });
-                children
-                    .into_iter()
-                    .map(|(code, path)| {
-                        let (lo, hi) = subtree_range(&path);
-                        (code, lo, hi)
-                    })
-                    .collect()
-            }
-        };
-        let (key, join) = match (grouping, regions.is_empty()) {
-            (Grouping::Tier, _) => ("f.tier".to_string(), String::new()),
-            (Grouping::Region, true) => ("''".to_string(), String::new()),
-            (Grouping::Region, false) => {
-                let values: Vec<String> = (0..regions.len())
-                    .map(|i| format!("(${}, ${}, ${})", 7 + 3 * i, 8 + 3 * i, 9 + 3 * i))
-                    .collect();
-                (
-                    "COALESCE(v.column1, '')".to_string(),
-                    format!(
-                        "LEFT JOIN (VALUES {}) AS v ON f.assignee_path >= v.column2 AND f.assignee_path < v.column3",
-                        values.join(", ")
-                    ),
-                )
+        let offset = scope_path.chars().count() as i64 + 1;
+        // The path segment right below the scope names the region (empty: the scope unit).
+        let key = match (self.backend(), grouping) {
+            (_, Grouping::Tier) => "f.tier".to_string(),
+            (Backend::Sqlite, Grouping::Region) => format!(
+                "CASE WHEN f.assignee_path = $1 THEN '' \
+                 ELSE substr(f.assignee_path, {offset}, instr(substr(f.assignee_path, {offset}), '/') - 1) END"
+            ),
+            (Backend::Postgres, Grouping::Region) => {
+                format!("split_part(substr(f.assignee_path, {offset}), '/', 1)")
             }
         };
         let overdue_days = match self.backend() {
@@ -425,22 +398,20 @@ impl Store {
              CAST(SUM(CASE WHEN f.status = 'cancelled' THEN 1 ELSE 0 END) AS BIGINT) AS cancelled, \
              CAST(SUM(CASE WHEN {open} AND f.due_at < $3 THEN 1 ELSE 0 END) AS BIGINT) AS overdue, \
              CAST(SUM(CASE WHEN {open} AND f.due_at < $3 THEN {overdue_days} ELSE 0 END) AS BIGINT) AS overdue_days \
-             FROM followups f {join} WHERE f.assignee_path >= $1 AND f.assignee_path < $2 \
+             FROM followups f WHERE f.assignee_path >= $1 AND f.assignee_path < $2 \
              AND ($4 IS NULL OR f.dispatch_id = $4) AND ($5 IS NULL OR f.due_at >= $5) AND ($6 IS NULL OR f.due_at < $6) \
              GROUP BY {key}"
         );
         let rows: Vec<(String, i64, i64, i64, i64, i64)> = with_db!(&self.db, |pool| {
-            let mut q = sqlx::query_as(&sql)
+            sqlx::query_as(&sql)
                 .bind(&start)
                 .bind(&end)
                 .bind(now)
                 .bind(dispatch_id)
                 .bind(due_from)
-                .bind(due_to);
-            for (code, lo, hi) in &regions {
-                q = q.bind(code).bind(lo).bind(hi);
-            }
-            q.fetch_all(pool).await?
+                .bind(due_to)
+                .fetch_all(pool)
+                .await?
         });
         Ok(rows
             .into_iter()
