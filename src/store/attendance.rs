@@ -99,7 +99,7 @@ impl Store {
             }
             LedgerChange::Joined { room, connection } => {
                 upsert_connection(&mut tx, room, connection, None, "webhook", now).await?;
-                close_if_finished(&mut tx, room).await?;
+                close_connection_if_finished(&mut tx, room, &connection.sid).await?;
             }
             LedgerChange::Left {
                 room,
@@ -116,7 +116,7 @@ impl Store {
                     now,
                 )
                 .await?;
-                close_if_finished(&mut tx, room).await?;
+                close_connection_if_finished(&mut tx, room, &connection.sid).await?;
             }
             LedgerChange::Recording {
                 room,
@@ -331,6 +331,24 @@ async fn close_if_finished(tx: &mut Tx, room: &str) -> StoreResult<()> {
              AND EXISTS (SELECT 1 FROM meetings WHERE room_name = $1 AND actual_end IS NOT NULL)",
         )
         .bind(room)
+        .execute(conn)
+        .await?;
+    });
+    Ok(())
+}
+
+/// A connection reported after its room ended ends with the room. Only that connection is
+/// touched: closing the whole room on every event would read all its rows each time.
+async fn close_connection_if_finished(tx: &mut Tx, room: &str, sid: &str) -> StoreResult<()> {
+    with_tx!(tx, |conn| {
+        sqlx::query(
+            "UPDATE attendance_intervals SET room_closed_at = \
+             (SELECT MAX(actual_end) FROM meetings WHERE room_name = $1) \
+             WHERE participant_sid = $2 AND room_closed_at IS NULL \
+             AND EXISTS (SELECT 1 FROM meetings WHERE room_name = $1 AND actual_end IS NOT NULL)",
+        )
+        .bind(room)
+        .bind(sid)
         .execute(conn)
         .await?;
     });
