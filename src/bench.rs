@@ -107,10 +107,10 @@ fn tomorrow_nine(now: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// A temporary folder for the SQLite database, removed when dropped.
-struct ScratchDir(PathBuf);
+pub(crate) struct ScratchDir(pub(crate) PathBuf);
 
 impl ScratchDir {
-    fn create() -> anyhow::Result<Self> {
+    pub(crate) fn create() -> anyhow::Result<Self> {
         let path = std::env::temp_dir().join(format!(
             "muster-bench-{}-{}",
             std::process::id(),
@@ -120,7 +120,7 @@ impl ScratchDir {
         Ok(Self(path))
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("sqlite://{}", self.0.join("bench.db").display())
     }
 }
@@ -133,14 +133,14 @@ impl Drop for ScratchDir {
 
 /// A throwaway database on a PostgreSQL server. Messages never repeat the URL, which may
 /// hold a password.
-struct PgScratch {
-    admin_url: String,
-    name: String,
-    url: String,
+pub(crate) struct PgScratch {
+    pub(crate) admin_url: String,
+    pub(crate) name: String,
+    pub(crate) url: String,
 }
 
 impl PgScratch {
-    async fn create(admin_url: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn create(admin_url: &str) -> anyhow::Result<Self> {
         let name = format!("muster_bench_{}", &crate::auth::new_token()[..12]);
         let mut admin = sqlx::PgConnection::connect(admin_url)
             .await
@@ -157,7 +157,7 @@ impl PgScratch {
         })
     }
 
-    async fn drop_database(&self) -> anyhow::Result<()> {
+    pub(crate) async fn drop_database(&self) -> anyhow::Result<()> {
         let mut admin = sqlx::PgConnection::connect(&self.admin_url).await?;
         sqlx::query(&format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
@@ -171,7 +171,7 @@ impl PgScratch {
 }
 
 /// Replaces the database name of a PostgreSQL URL, keeping its query string.
-fn with_database(url: &str, name: &str) -> String {
+pub(crate) fn with_database(url: &str, name: &str) -> String {
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, format!("?{q}")),
         None => (url, String::new()),

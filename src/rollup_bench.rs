@@ -30,13 +30,12 @@
 //! Checked: the groups' totals add up to the floor's count, and every figure equals a count
 //! made in memory from the rows themselves (`Closure::count`).
 
+use crate::bench::{PgScratch, ScratchDir};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, SubsecRound, Utc};
-use sqlx::Connection;
 
 use crate::directory::load_demo;
 use crate::domain::followup::{Closure, Status};
@@ -107,84 +106,6 @@ pub async fn rollup(opts: &RollupOptions) -> anyhow::Result<()> {
         wrong.join("\n  ")
     );
     Ok(())
-}
-
-/// A temporary folder for the SQLite database, removed when dropped.
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn create() -> anyhow::Result<Self> {
-        let path = std::env::temp_dir().join(format!(
-            "muster-bench-{}-{}",
-            std::process::id(),
-            &crate::auth::new_token()[..8]
-        ));
-        std::fs::create_dir(&path).with_context(|| format!("cannot create {}", path.display()))?;
-        Ok(Self(path))
-    }
-
-    fn url(&self) -> String {
-        format!("sqlite://{}", self.0.join("bench.db").display())
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A throwaway database on a PostgreSQL server. Messages never repeat the URL, which may
-/// hold a password.
-struct PgScratch {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl PgScratch {
-    async fn create(admin_url: &str) -> anyhow::Result<Self> {
-        let name = format!("muster_bench_{}", &crate::auth::new_token()[..12]);
-        let mut admin = sqlx::PgConnection::connect(admin_url)
-            .await
-            .context("cannot connect to the PostgreSQL server given by --postgres")?;
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .with_context(|| format!("cannot create database {name}"))?;
-        admin.close().await?;
-        Ok(Self {
-            url: with_database(admin_url, &name),
-            admin_url: admin_url.to_string(),
-            name,
-        })
-    }
-
-    async fn drop_database(&self) -> anyhow::Result<()> {
-        let mut admin = sqlx::PgConnection::connect(&self.admin_url).await?;
-        sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ))
-        .execute(&mut admin)
-        .await?;
-        admin.close().await?;
-        Ok(())
-    }
-}
-
-/// Replaces the database name of a PostgreSQL URL, keeping its query string.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (url, String::new()),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[scheme_end..].find('/') {
-        Some(i) => &base[..scheme_end + i],
-        None => base,
-    };
-    format!("{base}/{name}{query}")
 }
 
 /// What one backend measured.
@@ -801,16 +722,5 @@ mod tests {
         let own = count_in_memory(&rows, "/130000/130200/", Grouping::Region, now);
         assert_eq!(own[""].total, 1);
         assert_eq!(own["130201"].total, 1);
-    }
-
-    #[test]
-    fn replaces_the_database_of_a_url() {
-        assert_eq!(
-            with_database(
-                "postgres://postgres@127.0.0.1:5432/test?sslmode=disable",
-                "b"
-            ),
-            "postgres://postgres@127.0.0.1:5432/b?sslmode=disable"
-        );
     }
 }
