@@ -13,46 +13,17 @@ use serde_json::{Value, json};
 /// Publishes the coal-mine dispatch over the small directory, starting in 10 minutes; returns
 /// the provincial call.
 async fn call(store: &muster::store::Store) -> muster::store::MeetingRecord {
-    let templates = muster::agendas::load_dir(std::path::Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/agendas"
-    )))
-    .unwrap();
-    let admin = muster::domain::access::Principal {
-        account_id: 0,
-        username: "test".into(),
-        role: muster::domain::access::StaffRole::Admin,
-        unit_id: 0,
-        unit_name: "all".into(),
-        unit_path: "/".into(),
-    };
-    let input = muster::dispatch::DispatchInput {
-        template: "coal-mine-resumption".into(),
-        root_unit: "130000".into(),
-        // Whole seconds, as LiveKit's event times are.
-        start: DateTime::from_timestamp((Utc::now() + Duration::minutes(10)).timestamp(), 0)
-            .unwrap()
-            .to_rfc3339(),
-        chosen_units: vec![],
-    };
-    let config = muster::config::Config::default();
-    let (id, _) = muster::dispatch::publish(
+    // Whole seconds, as LiveKit's event times are.
+    let start =
+        DateTime::from_timestamp((Utc::now() + Duration::minutes(10)).timestamp(), 0).unwrap();
+    common::publish(
         store,
-        &templates,
-        &config.livekit,
-        &admin,
-        &input,
-        Utc::now(),
+        "coal-mine-resumption",
+        "130000",
+        &start.to_rfc3339(),
+        vec![],
     )
     .await
-    .unwrap();
-    store
-        .dispatch_meetings(id)
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|m| m.parent_id.is_none())
-        .unwrap()
 }
 
 /// Feeds one webhook event (as LiveKit would send it) to the ledger.

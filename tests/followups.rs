@@ -17,47 +17,12 @@ async fn unit(store: &Store, code: &str) -> muster::domain::org::Unit {
 /// Publishes the coal-mine dispatch over the small directory (its call invites 唐山, 保定 and
 /// the coal mine 130202E1) and returns the root meeting's id.
 async fn dispatch(store: &Store) -> i64 {
-    let templates = muster::agendas::load_dir(std::path::Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/agendas"
-    )))
-    .unwrap();
-    let admin = muster::domain::access::Principal {
-        account_id: 0,
-        username: "test".into(),
-        role: muster::domain::access::StaffRole::Admin,
-        unit_id: 0,
-        unit_name: "all".into(),
-        unit_path: "/".into(),
-    };
     let start = (Utc::now() + Duration::days(2))
         .with_timezone(&chrono_tz::Asia::Shanghai)
         .format("%Y-%m-%d 09:00")
         .to_string();
-    let input = muster::dispatch::DispatchInput {
-        template: "coal-mine-resumption".into(),
-        root_unit: "130000".into(),
-        start,
-        chosen_units: vec![],
-    };
-    let config = muster::config::Config::default();
-    let (id, _) = muster::dispatch::publish(
-        store,
-        &templates,
-        &config.livekit,
-        &admin,
-        &input,
-        Utc::now(),
-    )
-    .await
-    .unwrap();
-    store
-        .dispatch_meetings(id)
+    common::publish(store, "coal-mine-resumption", "130000", &start, vec![])
         .await
-        .unwrap()
-        .into_iter()
-        .find(|m| m.parent_id.is_none())
-        .unwrap()
         .id
 }
 

@@ -56,49 +56,13 @@ async fn setup(db: &TestDb) -> Setup {
 /// Publishes a dispatch starting `minutes` from now; returns the root meeting.
 async fn publish(
     db: &TestDb,
-    config: &Config,
     template: &str,
     root: &str,
     minutes: i64,
     chosen: Vec<String>,
 ) -> muster::store::MeetingRecord {
-    let templates = muster::agendas::load_dir(std::path::Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/agendas"
-    )))
-    .unwrap();
-    let admin = muster::domain::access::Principal {
-        account_id: 0,
-        username: "test".into(),
-        role: muster::domain::access::StaffRole::Admin,
-        unit_id: 0,
-        unit_name: "all".into(),
-        unit_path: "/".into(),
-    };
     let start = (Utc::now() + Duration::minutes(minutes)).to_rfc3339();
-    let input = muster::dispatch::DispatchInput {
-        template: template.into(),
-        root_unit: root.into(),
-        start,
-        chosen_units: chosen,
-    };
-    let (id, _) = muster::dispatch::publish(
-        &db.store,
-        &templates,
-        &config.livekit,
-        &admin,
-        &input,
-        Utc::now(),
-    )
-    .await
-    .unwrap();
-    db.store
-        .dispatch_meetings(id)
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|m| m.parent_id.is_none())
-        .unwrap()
+    common::publish(&db.store, template, root, &start, chosen).await
 }
 
 /// Runs the due jobs of some kinds; returns their outcomes.
@@ -162,7 +126,7 @@ async fn join_token(app: &TestApp, link: &str) -> (u16, Value) {
 backend_tests! {
     async fn rooms_are_created_before_and_closed_after(db: TestDb) {
         let s = setup(db).await;
-        let root = publish(db, &s.config, "coal-mine-resumption", "130000", 10, vec![]).await;
+        let root = publish(db, "coal-mine-resumption", "130000", 10, vec![]).await;
         let outcomes = run(&s, &["room."]).await;
         assert!(outcomes.iter().any(|o| matches!(o, Outcome::Done { kind, .. } if kind == "room.create")), "{outcomes:?}");
         let room = s.livekit.room(&root.room_name).expect("room created ahead of the start");
@@ -192,7 +156,7 @@ backend_tests! {
     async fn an_outage_delays_room_creation_and_a_wrong_secret_says_so(db: TestDb) {
         let s = setup(db).await;
         s.livekit.set_down(true);
-        let root = publish(db, &s.config, "coal-mine-resumption", "130000", 10, vec![]).await;
+        let root = publish(db, "coal-mine-resumption", "130000", 10, vec![]).await;
         let outcomes = run(&s, &["room.create"]).await;
         assert!(outcomes.iter().any(|o| matches!(o, Outcome::Retrying { error, .. } if error.contains("unavailable"))), "{outcomes:?}");
         // Joining is not blocked: tokens are self-contained.
@@ -209,7 +173,7 @@ backend_tests! {
         let mut wrong = s.config.clone();
         wrong.livekit.api_secret = muster::config::Secret::new("not-the-secret-at-all-0123456789");
         let worker = muster::startup::job_workers(&wrong, &db.store, Arc::new(s.clock.clone())).await.unwrap().remove(0);
-        let other = publish(db, &s.config, "remote-safety-inspection", "130200", 10, vec!["130202E1".into()]).await;
+        let other = publish(db, "remote-safety-inspection", "130200", 10, vec!["130202E1".into()]).await;
         let outcomes = worker.run_until_idle().await.unwrap();
         let error = outcomes.iter().find_map(|o| match o {
             Outcome::Retrying { kind, error, .. } if kind == "room.create" => Some(error.clone()),
@@ -222,7 +186,7 @@ backend_tests! {
 
     async fn join_tokens_carry_identity_grants_and_window(db: TestDb) {
         let s = setup(db).await;
-        let root = publish(db, &s.config, "coal-mine-resumption", "130000", 10, vec![]).await;
+        let root = publish(db, "coal-mine-resumption", "130000", 10, vec![]).await;
         let (host_link, host_inv) = link(db, root.id, "130000", Some("host")).await;
         let (mine_link, mine_inv) = link(db, root.id, "130202E1", None).await;
         let (status, body) = join_token(&s.app, &mine_link).await;
@@ -255,7 +219,7 @@ backend_tests! {
         // Declined: no token. Too early: says when it opens.
         db.store.set_rsvp(mine_inv, "declined", "test").await.unwrap();
         assert_eq!(join_token(&s.app, &mine_link).await.0, 403);
-        let later = publish(db, &s.config, "coal-mine-resumption", "130000", 3 * 24 * 60, vec![]).await;
+        let later = publish(db, "coal-mine-resumption", "130000", 3 * 24 * 60, vec![]).await;
         let (early_link, _) = link(db, later.id, "130200", None).await;
         let (status, body) = join_token(&s.app, &early_link).await;
         assert_eq!(status, 409, "{body}");
@@ -268,7 +232,7 @@ backend_tests! {
     async fn webhooks_build_the_ledger_and_bad_signatures_are_refused(db: TestDb) {
         let s = setup(db).await;
         s.livekit.use_wall_clock();
-        let root = publish(db, &s.config, "coal-mine-resumption", "130000", 10, vec![]).await;
+        let root = publish(db, "coal-mine-resumption", "130000", 10, vec![]).await;
         run(&s, &["room.create"]).await;
         let (ts_link, ts_inv) = link(db, root.id, "130200", None).await;
         let (_, body) = join_token(&s.app, &ts_link).await;
@@ -333,7 +297,7 @@ backend_tests! {
     async fn reconciliation_repairs_dropped_events(db: TestDb) {
         let s = setup(db).await;
         s.livekit.use_wall_clock();
-        let root = publish(db, &s.config, "coal-mine-resumption", "130000", 10, vec![]).await;
+        let root = publish(db, "coal-mine-resumption", "130000", 10, vec![]).await;
         run(&s, &["room.create"]).await;
         s.livekit.flush().await; // room_started: live, and a reconcile job is due in 30 s
         let (a_link, _) = link(db, root.id, "130200", None).await;
@@ -367,7 +331,7 @@ backend_tests! {
     async fn any_order_and_repetition_of_events_gives_the_same_ledger(db: TestDb) {
         let s = setup(db).await;
         s.livekit.use_wall_clock();
-        let root = publish(db, &s.config, "coal-mine-resumption", "130000", 10, vec![]).await;
+        let root = publish(db, "coal-mine-resumption", "130000", 10, vec![]).await;
         // A meeting's stream: joins, a quick reconnect, an aborted connection, leaves, the end.
         s.livekit.set_webhook_url(None);
         let mut tokens = Vec::new();
@@ -436,7 +400,7 @@ backend_tests! {
     async fn inspections_are_recorded(db: TestDb) {
         let s = setup(db).await;
         s.livekit.use_wall_clock();
-        let meeting = publish(db, &s.config, "remote-safety-inspection", "130202", 10, vec!["130202E1".into()]).await;
+        let meeting = publish(db, "remote-safety-inspection", "130202", 10, vec!["130202E1".into()]).await;
         assert!(meeting.record);
         run(&s, &["room.create"]).await;
         s.clock.set(meeting.planned_start + Duration::seconds(1));

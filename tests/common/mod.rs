@@ -305,3 +305,58 @@ impl Drop for TestApp {
         }
     }
 }
+
+/// An account that may do anything anywhere, for tests that drive the services directly.
+pub fn admin() -> muster::domain::access::Principal {
+    muster::domain::access::Principal {
+        account_id: 0,
+        username: "test".into(),
+        role: muster::domain::access::StaffRole::Admin,
+        unit_id: 0,
+        unit_name: "all".into(),
+        unit_path: "/".into(),
+    }
+}
+
+/// The shipped agenda templates.
+pub fn templates() -> muster::domain::agenda::TemplateSet {
+    muster::agendas::load_dir(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/agendas"
+    )))
+    .unwrap()
+}
+
+/// Publishes a dispatch as [`admin`] with the default configuration; returns its root meeting.
+pub async fn publish(
+    store: &Store,
+    template: &str,
+    root: &str,
+    start: &str,
+    chosen: Vec<String>,
+) -> muster::store::MeetingRecord {
+    let input = muster::dispatch::DispatchInput {
+        template: template.into(),
+        root_unit: root.into(),
+        start: start.into(),
+        chosen_units: chosen,
+    };
+    let config = Config::default();
+    let (id, _) = muster::dispatch::publish(
+        store,
+        &templates(),
+        &config.livekit,
+        &admin(),
+        &input,
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    store
+        .dispatch_meetings(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.parent_id.is_none())
+        .unwrap()
+}
