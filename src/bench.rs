@@ -73,12 +73,26 @@ pub async fn cascade(opts: &CascadeOptions) -> anyhow::Result<()> {
         .with_context(|| format!("no agenda template {TEMPLATE}"))?;
     let start = tomorrow_nine(Utc::now());
 
+    let outcome = with_scratch(opts.postgres.as_deref(), async |scratch, pg| {
+        run(opts, template, start, scratch, pg).await
+    })
+    .await;
+    print!("{}", outcome?.table(opts));
+    Ok(())
+}
+
+/// Runs `body` with a scratch SQLite folder and, when a PostgreSQL URL is given, a scratch
+/// database on that server; both are removed afterwards, whatever `body` returned.
+pub(crate) async fn with_scratch<T>(
+    postgres: Option<&str>,
+    body: impl AsyncFnOnce(&ScratchDir, Option<&PgScratch>) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let scratch = ScratchDir::create()?;
-    let pg = match &opts.postgres {
+    let pg = match postgres {
         Some(url) => Some(PgScratch::create(url).await?),
         None => None,
     };
-    let outcome = run(opts, template, start, &scratch, pg.as_ref()).await;
+    let outcome = body(&scratch, pg.as_ref()).await;
     if let Some(pg) = &pg
         && let Err(e) = pg.drop_database().await
     {
@@ -88,8 +102,7 @@ pub async fn cascade(opts: &CascadeOptions) -> anyhow::Result<()> {
         );
     }
     drop(scratch);
-    print!("{}", outcome?.table(opts));
-    Ok(())
+    outcome
 }
 
 /// 09:00 tomorrow in Shanghai.
@@ -661,21 +674,10 @@ pub struct WebhooksOptions {
 pub async fn webhooks(opts: &WebhooksOptions) -> anyhow::Result<()> {
     anyhow::ensure!(opts.concurrency > 0, "--concurrency must be at least 1");
     anyhow::ensure!(opts.connections > 0, "--connections must be at least 1");
-    let scratch = ScratchDir::create()?;
-    let pg = match &opts.postgres {
-        Some(url) => Some(PgScratch::create(url).await?),
-        None => None,
-    };
-    let outcome = run_webhooks(opts, &scratch, pg.as_ref()).await;
-    if let Some(pg) = &pg
-        && let Err(e) = pg.drop_database().await
-    {
-        eprintln!(
-            "warning: could not drop the benchmark database {}: {e:#}",
-            pg.name
-        );
-    }
-    drop(scratch);
+    let outcome = with_scratch(opts.postgres.as_deref(), async |scratch, pg| {
+        run_webhooks(opts, scratch, pg).await
+    })
+    .await;
     let report = outcome?;
     print!("{}", report.table(opts));
     let lost: Vec<String> = report

@@ -30,7 +30,7 @@
 //! Checked: the groups' totals add up to the floor's count, and every figure equals a count
 //! made in memory from the rows themselves (`Closure::count`).
 
-use crate::bench::{PgScratch, ScratchDir};
+use crate::bench::{PgScratch, ScratchDir, with_scratch};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -79,21 +79,10 @@ pub struct RollupOptions {
 pub async fn rollup(opts: &RollupOptions) -> anyhow::Result<()> {
     anyhow::ensure!(opts.runs > 0, "--runs must be at least 1");
     anyhow::ensure!(opts.followups > 0, "--followups must be at least 1");
-    let scratch = ScratchDir::create()?;
-    let pg = match &opts.postgres {
-        Some(url) => Some(PgScratch::create(url).await?),
-        None => None,
-    };
-    let outcome = run(opts, &scratch, pg.as_ref()).await;
-    if let Some(pg) = &pg
-        && let Err(e) = pg.drop_database().await
-    {
-        eprintln!(
-            "warning: could not drop the benchmark database {}: {e:#}",
-            pg.name
-        );
-    }
-    drop(scratch);
+    let outcome = with_scratch(opts.postgres.as_deref(), async |scratch, pg| {
+        run(opts, scratch, pg).await
+    })
+    .await;
     let backends = outcome?;
     print!("{}", table(opts, &backends));
     let wrong: Vec<String> = backends
