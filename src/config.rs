@@ -296,8 +296,9 @@ impl Default for Config {
     }
 }
 
-/// Environment variables with the `MUSTER_` prefix that are not configuration keys.
-const NON_CONFIG_VARS: &[&str] = &["CONFIG", "LOG", "TEST_POSTGRES_URL"];
+/// Environment variables with the `MUSTER_` prefix that are not configuration keys (besides
+/// `MUSTER_TEST_*`, the test suite's switches).
+const NON_CONFIG_VARS: &[&str] = &["CONFIG", "LOG"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -368,7 +369,7 @@ impl Config {
             let Some(key) = name.strip_prefix("MUSTER_") else {
                 continue;
             };
-            if NON_CONFIG_VARS.contains(&key) {
+            if NON_CONFIG_VARS.contains(&key) || key.starts_with("TEST_") {
                 continue;
             }
             let dotted = env_key_to_dotted(&defaults, key);
@@ -596,6 +597,7 @@ mod tests {
                 ("MUSTER_DATABASE_URL", "postgres://muster:pw@db/muster"),
                 ("MUSTER_AUTH__SESSION_HOURS", "8"),
                 ("MUSTER_TEST_POSTGRES_URL", "ignored"),
+                ("MUSTER_TEST_REQUIRE_BROWSER", "1"),
                 ("HOME", "/root"),
             ]),
         )

@@ -287,17 +287,25 @@ backend_tests! {
             .unwrap();
         let form = client.get(app.url("/login")).send().await.unwrap().text().await.unwrap();
         assert!(form.contains("用户名") && form.contains("name=\"password\""));
+        let forged = client
+            .post(app.url("/login"))
+            .form(&[("username", "tangshan"), ("password", common::PASSWORD), ("csrf", "forged")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(forged.status(), 403, "a sign-in without the form's token is refused");
         let wrong = client
             .post(app.url("/login"))
-            .form(&[("username", "tangshan"), ("password", "nope")])
+            .form(&[("username", "tangshan"), ("password", "nope"), ("csrf", &common::csrf_of(&form))])
             .send()
             .await
             .unwrap();
         assert_eq!(wrong.status(), 401);
-        assert!(wrong.text().await.unwrap().contains("用户名或密码错误"));
+        let again = wrong.text().await.unwrap();
+        assert!(again.contains("用户名或密码错误"));
         let ok = client
             .post(app.url("/login"))
-            .form(&[("username", "tangshan"), ("password", common::PASSWORD)])
+            .form(&[("username", "tangshan"), ("password", common::PASSWORD), ("csrf", &common::csrf_of(&again))])
             .send()
             .await
             .unwrap();

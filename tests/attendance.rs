@@ -268,13 +268,9 @@ backend_tests! {
         let m = call(store).await;
         let (invitations, _) = store.meeting_invitations(m.id, "/", 1000, 0).await.unwrap();
         let of = |unit: &str| invitations.iter().find(|i| i.unit_name == unit).unwrap().id;
-        let key = store.setting_or_insert("link_key", &muster::notify::links::new_key()).await.unwrap();
         let mut tokens = std::collections::HashMap::new();
-        for unit in ["唐山市", "保定市", "开滦煤业"] {
-            let nonce = muster::notify::links::new_nonce();
-            let token = muster::notify::links::link_token(&key, of(unit), &nonce);
-            store.set_links(&[(of(unit), nonce, muster::auth::token_hash(&token))]).await.unwrap();
-            tokens.insert(unit, token);
+        for (unit, code) in [("唐山市", "130200"), ("保定市", "130600"), ("开滦煤业", "130202E1")] {
+            tokens.insert(unit, common::invitation_link(store, m.id, code, None).await.0);
         }
         let now = Utc::now();
         let mut n = 200;
@@ -287,7 +283,16 @@ backend_tests! {
         let app = spawn_app(db).await;
         let convener = app.client_for("convener").await;
         let anonymous = reqwest::Client::new();
-        let answer = |unit: &str| anonymous.post(app.url(&format!("/i/{}/roll-call", tokens[unit]))).send();
+        // The answer is the page's form: it carries the page's CSRF token.
+        let answer = |unit: &str| {
+            let token = tokens[unit].clone();
+            let (anonymous, app) = (anonymous.clone(), &app);
+            async move {
+                let page = anonymous.get(app.url(&format!("/i/{token}"))).send().await?.text().await?;
+                let csrf = common::csrf_of(&page);
+                anonymous.post(app.url(&format!("/i/{token}/roll-call"))).form(&[("csrf", csrf)]).send().await
+            }
+        };
         assert_eq!(answer("唐山市").await.unwrap().status(), 409, "no roll call open yet");
         let tangshan = app.client_for("tangshan").await;
         let r = tangshan.post(app.url(&format!("/api/v1/meetings/{}/roll-calls", m.id))).json(&json!({"seconds": 60})).send().await.unwrap();

@@ -26,25 +26,10 @@ async fn dispatch(store: &Store) -> i64 {
         .id
 }
 
-/// The personal link token of the invitation of `unit_code` in the meeting.
 async fn invitation_token(store: &Store, meeting: i64, unit_code: &str) -> String {
-    let key = store
-        .setting_or_insert("link_key", &muster::notify::links::new_key())
+    common::invitation_link(store, meeting, unit_code, None)
         .await
-        .unwrap();
-    let u = unit(store, unit_code).await;
-    let (invitations, _) = store
-        .meeting_invitations(meeting, "/", 1000, 0)
-        .await
-        .unwrap();
-    let inv = invitations.iter().find(|i| i.unit_id == u.id).unwrap();
-    let nonce = muster::notify::links::new_nonce();
-    let token = muster::notify::links::link_token(&key, inv.id, &nonce);
-    store
-        .set_links(&[(inv.id, nonce, muster::auth::token_hash(&token))])
-        .await
-        .unwrap();
-    token
+        .0
 }
 
 async fn post(client: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
@@ -111,7 +96,7 @@ backend_tests! {
         let district = id_of(&list, "路南区");
         assert_eq!(act(&lunan, district, "acknowledge", "").await.0, 200);
         assert_eq!(post(&lunan, app.url(&format!("/api/v1/follow-ups/{district}/delegate")), json!({"units": ["130202E1"]})).await.0, 201);
-        let mine_list: Value = anonymous.get(app.url(&format!("/i/{mine_token}/followups"))).send().await.unwrap().json().await.unwrap();
+        let mine_list: Value = anonymous.get(app.url(&format!("/i/{mine_token}/followups.json"))).send().await.unwrap().json().await.unwrap();
         let mine = mine_list[0]["id"].as_i64().unwrap();
         assert_eq!(mine_list[0]["parent_id"], district);
 

@@ -79,39 +79,8 @@ async fn run(setup: &Setup, kinds: &[&str]) -> Vec<Outcome> {
         .collect()
 }
 
-/// The personal link token of the first invitation of `unit_code` (and that invitation).
 async fn link(db: &TestDb, meeting: i64, unit_code: &str, role: Option<&str>) -> (String, i64) {
-    let store = &db.store;
-    let key = store
-        .setting_or_insert("link_key", &muster::notify::links::new_key())
-        .await
-        .unwrap();
-    let unit = store.unit_by_code(unit_code).await.unwrap();
-    let (invitations, _) = store
-        .meeting_invitations(meeting, "/", 1000, 0)
-        .await
-        .unwrap();
-    let inv = invitations
-        .iter()
-        .find(|i| i.unit_id == unit.id && role.is_none_or(|r| i.role == r))
-        .unwrap();
-    let nonce = muster::notify::links::new_nonce();
-    let token = muster::notify::links::link_token(&key, inv.id, &nonce);
-    store
-        .set_links(&[(inv.id, nonce.clone(), muster::auth::token_hash(&token))])
-        .await
-        .unwrap();
-    // Links are only set once; read back the nonce that stuck.
-    let stuck = store
-        .invitation_context(inv.id)
-        .await
-        .unwrap()
-        .link_nonce
-        .unwrap();
-    (
-        muster::notify::links::link_token(&key, inv.id, &stuck),
-        inv.id,
-    )
+    common::invitation_link(&db.store, meeting, unit_code, role).await
 }
 
 async fn join_token(app: &TestApp, link: &str) -> (u16, Value) {

@@ -638,9 +638,12 @@ backend_tests! {
         assert!(html.contains(&root.title), "{html}");
         assert!(html.contains("开滦王五 · 开滦煤业") && html.contains("尚未确认"), "{html}");
 
+        let csrf = common::csrf_of(&html);
+        let refused = client.post(app.url(&format!("/i/{}/rsvp", m.token))).form(&[("answer", "confirm")]).send().await.unwrap();
+        assert_eq!(refused.status(), 403, "a form without the page's CSRF token is refused");
         let answered = client
             .post(app.url(&format!("/i/{}/rsvp", m.token)))
-            .form(&[("answer", "confirm")])
+            .form(&[("answer", "confirm"), ("csrf", &csrf)])
             .send()
             .await
             .unwrap();
@@ -656,7 +659,7 @@ backend_tests! {
         let html = client.get(app.url(&format!("/i/{}", m.token))).send().await.unwrap().text().await.unwrap();
         assert!(html.contains("该会议已取消"), "{html}");
         assert!(html.contains("取消原因：改为现场会"), "{html}");
-        let late = client.post(app.url(&format!("/i/{}/rsvp", m.token))).form(&[("answer", "decline")]).send().await.unwrap();
+        let late = client.post(app.url(&format!("/i/{}/rsvp", m.token))).form(&[("answer", "decline"), ("csrf", &csrf)]).send().await.unwrap();
         assert_eq!(late.status(), 409);
         assert_eq!(db.store.invitation_context(*invitation).await.unwrap().rsvp, "confirmed");
 
@@ -668,7 +671,7 @@ backend_tests! {
             assert_eq!(response.status(), 404, "{token}");
             assert!(response.text().await.unwrap().contains("链接无效"));
         }
-        let response = client.post(app.url(&format!("/i/{unknown}/rsvp"))).form(&[("answer", "confirm")]).send().await.unwrap();
+        let response = client.post(app.url(&format!("/i/{unknown}/rsvp"))).form(&[("answer", "confirm"), ("csrf", &muster::web::link_csrf(unknown))]).send().await.unwrap();
         assert_eq!(response.status(), 404);
         app.stop().await;
     }

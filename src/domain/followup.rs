@@ -120,6 +120,18 @@ pub enum Action {
 }
 
 impl Action {
+    pub const ALL: [Action; 9] = [
+        Action::Acknowledge,
+        Action::Progress,
+        Action::Submit,
+        Action::RequestNotDoing,
+        Action::Verify,
+        Action::Return,
+        Action::ApproveNotDoing,
+        Action::RejectNotDoing,
+        Action::Cancel,
+    ];
+
     pub fn side(self) -> Side {
         match self {
             Action::Acknowledge | Action::Progress | Action::Submit | Action::RequestNotDoing => {

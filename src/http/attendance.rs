@@ -225,6 +225,17 @@ async fn confirm(
     Path(id): Path<i64>,
     ApiJson(input): ApiJson<ConfirmInput>,
 ) -> AppResult<Json<Value>> {
+    let rsvp = confirm_invitation(&state, &principal, id, &input).await?;
+    Ok(Json(json!({"id": id, "rsvp": rsvp})))
+}
+
+/// A bureau answers for an invitation of one of its units; returns the new RSVP state.
+pub(crate) async fn confirm_invitation(
+    state: &AppState,
+    principal: &Principal,
+    id: i64,
+    input: &ConfirmInput,
+) -> AppResult<String> {
     let inv = state.store.invitation_context(id).await?;
     let unit = state.store.unit(inv.unit_id).await?;
     principal.require_write(&unit.path, &unit.name)?;
@@ -234,12 +245,12 @@ async fn confirm(
             inv.meeting_status
         )));
     }
-    let c = confirmation(&input)?;
+    let c = confirmation(input)?;
     state
         .store
         .confirm_invitation(id, &c, &principal.username)
         .await?;
-    Ok(Json(json!({"id": id, "rsvp": c.rsvp})))
+    Ok(c.rsvp)
 }
 
 /// Pending confirmations of a dispatch per tier and per region (children of the caller's unit).
@@ -291,7 +302,17 @@ async fn remind(
     principal: Principal,
     Path(id): Path<i64>,
 ) -> AppResult<Json<Value>> {
-    let view = dispatch::view(&state.store, &principal, id).await?;
+    let n = remind_pending(&state, &principal, id).await?;
+    Ok(Json(json!({"reminded": n})))
+}
+
+/// Reminds every pending invitation of the dispatch in the caller's scope; how many.
+pub(crate) async fn remind_pending(
+    state: &AppState,
+    principal: &Principal,
+    id: i64,
+) -> AppResult<usize> {
+    let view = dispatch::view(&state.store, principal, id).await?;
     if !principal.role.may_write() {
         return Err(AppError::Forbidden(
             crate::domain::access::Denied::ReadOnly(principal.role),
@@ -323,7 +344,7 @@ async fn remind(
     }
     let n = jobs.len();
     state.store.enqueue(&jobs).await?;
-    Ok(Json(json!({"reminded": n})))
+    Ok(n)
 }
 
 async fn board(

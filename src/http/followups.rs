@@ -82,7 +82,7 @@ pub struct FollowupView {
     pub days_overdue: i64,
 }
 
-fn view(f: FollowupRecord, now: DateTime<Utc>, t: Thresholds) -> FollowupView {
+pub(crate) fn view(f: FollowupRecord, now: DateTime<Utc>, t: Thresholds) -> FollowupView {
     let status: Status = f.status.parse().unwrap_or(Status::Assigned);
     let days = if status.is_final() {
         0
@@ -194,12 +194,12 @@ fn require_visible(principal: &Principal, f: &FollowupRecord) -> AppResult<()> {
 }
 
 #[derive(Serialize)]
-struct Detail {
+pub(crate) struct Detail {
     #[serde(flatten)]
-    followup: FollowupView,
-    timeline: Vec<FollowupEvent>,
-    children: Vec<FollowupView>,
-    attachments: Vec<crate::store::AttachmentRecord>,
+    pub followup: FollowupView,
+    pub timeline: Vec<FollowupEvent>,
+    pub children: Vec<FollowupView>,
+    pub attachments: Vec<crate::store::AttachmentRecord>,
 }
 
 async fn show(
@@ -207,11 +207,19 @@ async fn show(
     principal: Principal,
     Path(id): Path<i64>,
 ) -> AppResult<Json<Value>> {
+    let detail = detail(&state, &principal, id).await?;
+    Ok(Json(
+        serde_json::to_value(detail).map_err(|e| AppError::Internal(e.into()))?,
+    ))
+}
+
+/// A follow-up with its timeline, delegated children and attachments, if the caller may see it.
+pub(crate) async fn detail(state: &AppState, principal: &Principal, id: i64) -> AppResult<Detail> {
     let f = state.store.followup(id).await?;
-    require_visible(&principal, &f)?;
+    require_visible(principal, &f)?;
     let now = Utc::now();
-    let t = thresholds(&state);
-    let detail = Detail {
+    let t = thresholds(state);
+    Ok(Detail {
         timeline: state.store.followup_events(id).await?,
         children: state
             .store
@@ -222,10 +230,7 @@ async fn show(
             .collect(),
         attachments: state.store.attachments(id).await?,
         followup: view(f, now, t),
-    };
-    Ok(Json(
-        serde_json::to_value(detail).map_err(|e| AppError::Internal(e.into()))?,
-    ))
+    })
 }
 
 async fn act(
@@ -281,34 +286,14 @@ async fn rollup(
     principal: Principal,
     ApiQuery(q): ApiQuery<RollupQuery>,
 ) -> AppResult<Response> {
-    let grouping = match q.group.as_deref().unwrap_or("region") {
-        "region" => Grouping::Region,
-        "tier" => Grouping::Tier,
-        other => {
-            return Err(AppError::invalid(format!(
-                "group: {other:?}; use region or tier"
-            )));
-        }
-    };
-    let scope = scope_of(&state, &principal, &q.unit).await?;
-    let unit = state
-        .store
-        .unit_by_code(scope.trim_end_matches('/').rsplit('/').next().unwrap_or(""))
-        .await?;
-    let scoped = Principal {
-        unit_path: scope,
-        unit_id: unit.id,
-        unit_name: unit.name,
-        ..principal
-    };
-    let lines = followups::rollup(
-        &state.store,
-        &scoped,
-        grouping,
+    let lines = rollup_lines(
+        &state,
+        &principal,
+        q.group.as_deref(),
+        &q.unit,
         q.dispatch,
         q.due_from,
         q.due_to,
-        Utc::now(),
     )
     .await?;
     match q.format.as_deref().unwrap_or("json") {
@@ -327,6 +312,49 @@ async fn rollup(
             "format: {other:?}; use json, csv or xlsx"
         ))),
     }
+}
+
+/// The closure roll-up by `region` (default) or `tier`, at the caller's unit or drilled down
+/// into `unit` (a code in its subtree).
+pub(crate) async fn rollup_lines(
+    state: &AppState,
+    principal: &Principal,
+    group: Option<&str>,
+    unit: &Option<String>,
+    dispatch: Option<i64>,
+    due_from: Option<DateTime<Utc>>,
+    due_to: Option<DateTime<Utc>>,
+) -> AppResult<Vec<RollupLine>> {
+    let grouping = match group.unwrap_or("region") {
+        "region" => Grouping::Region,
+        "tier" => Grouping::Tier,
+        other => {
+            return Err(AppError::invalid(format!(
+                "group: {other:?}; use region or tier"
+            )));
+        }
+    };
+    let scope = scope_of(state, principal, unit).await?;
+    let unit = state
+        .store
+        .unit_by_code(scope.trim_end_matches('/').rsplit('/').next().unwrap_or(""))
+        .await?;
+    let scoped = Principal {
+        unit_path: scope,
+        unit_id: unit.id,
+        unit_name: unit.name,
+        ..principal.clone()
+    };
+    followups::rollup(
+        &state.store,
+        &scoped,
+        grouping,
+        dispatch,
+        due_from,
+        due_to,
+        Utc::now(),
+    )
+    .await
 }
 
 const HEADERS: [&str; 8] = [
@@ -469,8 +497,26 @@ async fn upload(
     headers: HeaderMap,
     body: Bytes,
 ) -> AppResult<(StatusCode, Json<crate::store::AttachmentRecord>)> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let record = attach(&state, &principal, id, &q.name, content_type, &body).await?;
+    Ok((StatusCode::CREATED, Json(record)))
+}
+
+/// Adds a file to the assignee's report: checks side, type (declared and by content), size
+/// and name, then stores it.
+pub(crate) async fn attach(
+    state: &AppState,
+    principal: &Principal,
+    id: i64,
+    name: &str,
+    content_type: &str,
+    body: &[u8],
+) -> AppResult<crate::store::AttachmentRecord> {
     let f = state.store.followup(id).await?;
-    if !Actor::Staff(&principal)
+    if !Actor::Staff(principal)
         .sides(&f)
         .contains(&crate::domain::followup::Side::Assignee)
     {
@@ -479,11 +525,12 @@ async fn upload(
             f.assignee_name
         )));
     }
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_lowercase())
-        .unwrap_or_default();
+    let content_type = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_lowercase();
     if !ALLOWED_TYPES.contains(&content_type.as_str()) {
         return Err(AppError::invalid(format!(
             "Content-Type {content_type:?} is not accepted; send PDF, JPEG, PNG, text or Office documents"
@@ -496,28 +543,27 @@ async fn upload(
             body.len()
         )));
     }
-    if body.is_empty() || !content_matches(&content_type, &body) {
+    if body.is_empty() || !content_matches(&content_type, body) {
         return Err(AppError::invalid(format!(
             "the file's content is not {content_type}"
         )));
     }
-    let name = q.name.trim().replace(['/', '\\'], "_");
+    let name = name.trim().replace(['/', '\\'], "_");
     if name.is_empty() || name.len() > 200 {
         return Err(AppError::invalid(
             "name: give the file name (at most 200 bytes)",
         ));
     }
-    let record = crate::attachments::save(
+    crate::attachments::save(
         &state.store,
         &state.config.followups.attachments_dir,
         id,
         &name,
         &content_type,
-        &body,
+        body,
         &principal.username,
     )
-    .await?;
-    Ok((StatusCode::CREATED, Json(record)))
+    .await
 }
 
 async fn download(

@@ -83,7 +83,13 @@ async fn end(
     principal: Principal,
     Path(id): Path<i64>,
 ) -> AppResult<Json<Value>> {
-    let meeting = hosted(&state, &principal, id).await?;
+    end_meeting(&state, &principal, id).await?;
+    Ok(Json(json!({"ended": id})))
+}
+
+/// Ends a meeting: deletes its room (gone already is fine) and records the end, audited.
+pub(crate) async fn end_meeting(state: &AppState, principal: &Principal, id: i64) -> AppResult<()> {
+    let meeting = hosted(state, principal, id).await?;
     match state.livekit.rooms.delete_room(&meeting.room_name).await {
         Ok(()) => {}
         Err(e) if crate::livekit::LiveKit::classify(&e).not_found => {}
@@ -100,7 +106,7 @@ async fn end(
         &id.to_string(),
     );
     state.store.append_audit(&[entry]).await?;
-    Ok(Json(json!({"ended": id})))
+    Ok(())
 }
 
 /// The attendance ledger of the meeting's room: every connection.

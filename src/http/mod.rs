@@ -1,20 +1,20 @@
 //! The HTTP surface: one module per resource, each with its own `router()`.
 
 mod agendas;
-mod attendance;
+pub(crate) mod attendance;
 mod audit;
 mod dispatches;
 pub mod extract;
-mod followups;
+pub(crate) mod followups;
 mod health;
 mod jobs;
 mod livekit;
-mod meetings;
+pub(crate) mod meetings;
 mod openapi;
 mod people;
-mod roll_calls;
+pub(crate) mod roll_calls;
 pub(crate) mod session;
-mod units;
+pub(crate) mod units;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,7 +87,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api)
         .merge(livekit::router())
         .merge(health::router())
-        .merge(crate::web::router())
+        .merge(crate::web::router(state.clone()))
         .layer(DefaultBodyLimit::max(state.config.http.body_limit_bytes))
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -37,6 +37,17 @@ async fn start(
     Path(id): Path<i64>,
     ApiJson(input): ApiJson<StartInput>,
 ) -> AppResult<(StatusCode, Json<RollCall>)> {
+    let rc = start_roll_call(&state, &principal, id, input.seconds).await?;
+    Ok((StatusCode::CREATED, Json(rc)))
+}
+
+/// Starts a roll call in a live meeting; invitees have `seconds` to answer.
+pub(crate) async fn start_roll_call(
+    state: &AppState,
+    principal: &Principal,
+    id: i64,
+    seconds: i64,
+) -> AppResult<RollCall> {
     let meeting = state.store.meeting(id).await?;
     principal.require_write(&meeting.host_unit_path, &meeting.host_unit_name)?;
     if meeting.status != "live" {
@@ -45,7 +56,7 @@ async fn start(
             meeting.status
         )));
     }
-    if !(10..=600).contains(&input.seconds) {
+    if !(10..=600).contains(&seconds) {
         return Err(AppError::invalid("seconds: between 10 and 600"));
     }
     let now = Utc::now();
@@ -56,10 +67,10 @@ async fn start(
             &meeting.room_name,
             &principal.username,
             now,
-            now + Duration::seconds(input.seconds),
+            now + Duration::seconds(seconds),
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(rc)))
+    Ok(rc)
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -72,17 +83,17 @@ pub struct UnitAnswer {
 }
 
 #[derive(Debug, Serialize)]
-struct RollCallResult {
+pub(crate) struct RollCallResult {
     #[serde(flatten)]
-    roll_call: RollCall,
-    open: bool,
-    answered: usize,
-    not_answered: usize,
+    pub roll_call: RollCall,
+    pub open: bool,
+    pub answered: usize,
+    pub not_answered: usize,
     /// Answered without being in the room (a link used elsewhere?).
-    answered_not_in_room: Vec<String>,
+    pub answered_not_in_room: Vec<String>,
     /// In the room but did not answer.
-    in_room_silent: Vec<String>,
-    units: Vec<UnitAnswer>,
+    pub in_room_silent: Vec<String>,
+    pub units: Vec<UnitAnswer>,
 }
 
 async fn result(
@@ -90,9 +101,19 @@ async fn result(
     principal: Principal,
     Path(id): Path<i64>,
 ) -> AppResult<Json<RollCallResult>> {
+    Ok(Json(roll_call_result(&state, &principal, id).await?))
+}
+
+/// A roll call's answers, cross-checked with who was in the room, for units in the caller's
+/// part of the meeting.
+pub(crate) async fn roll_call_result(
+    state: &AppState,
+    principal: &Principal,
+    id: i64,
+) -> AppResult<RollCallResult> {
     let rc = state.store.roll_call(id).await?;
     let meeting = state.store.meeting(rc.meeting_id).await?;
-    let scope = dispatch::meeting_scope(&state.store, &principal, &meeting).await?;
+    let scope = dispatch::meeting_scope(&state.store, principal, &meeting).await?;
     let expected = state.store.room_expected(&rc.room_name).await?;
     let answers = state.store.roll_call_answers(id).await?;
     let intervals = state.store.intervals(&rc.room_name).await?;
@@ -117,7 +138,7 @@ async fn result(
         u.in_room |= in_room;
     }
     let units: Vec<UnitAnswer> = units.into_values().collect();
-    Ok(Json(RollCallResult {
+    Ok(RollCallResult {
         open: Utc::now() < rc.ends_at,
         answered: units.iter().filter(|u| u.answered).count(),
         not_answered: units.iter().filter(|u| !u.answered).count(),
@@ -133,5 +154,5 @@ async fn result(
             .collect(),
         units,
         roll_call: rc,
-    }))
+    })
 }

@@ -15,6 +15,7 @@ mod followups;
 mod jobs;
 mod notifications;
 mod org;
+mod overview;
 mod reports;
 mod roll_calls;
 
@@ -39,6 +40,7 @@ pub use followups::{
 pub use jobs::{ClaimedJob, JobRecord, NewJob};
 pub use notifications::{InvitationContext, NewNotification, NotificationRecord, Recipient};
 pub use org::{DirectorySummary, PersonFilter, PersonUpdate, UnitFilter, UnitUpdate};
+pub use overview::{HostedMeeting, PAGE_ROWS, UpcomingInvitation};
 pub use reports::{Confirmation, ExpectedRow, ResultRow};
 pub use roll_calls::RollCall;
 

@@ -1,16 +1,27 @@
-//! The invitee's page, reached through the personal link in every message (no login): the
-//! meeting, and confirming or declining attendance.
+//! The invitee's pages, reached through the personal link in every message (no login): the
+//! meeting and its agenda, confirming, declining or sending a deputy, joining, answering the
+//! roll call, and the follow-ups assigned to the invitee's unit.
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::http::request::Parts;
+use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
+use chrono::Utc;
+use minijinja::context;
+use minijinja::value::Value;
 use serde::Deserialize;
 
-use super::{escape, page};
+use super::{Lang, csrf, private, ui};
 use crate::auth::token_hash;
+use crate::config::Language;
+use crate::domain::agenda::parse_template;
+use crate::domain::followup::{Action, transition};
+use crate::error::AppError;
+use crate::followups::{Actor, TransitionInput};
 use crate::http::AppState;
+use crate::http::followups::{FollowupView, thresholds, view};
 use crate::store::InvitationContext;
 
 pub fn router() -> Router<AppState> {
@@ -19,57 +30,92 @@ pub fn router() -> Router<AppState> {
         .route("/i/{token}/rsvp", post(rsvp))
         .route("/i/{token}/join", get(join))
         .route("/i/{token}/join.json", get(join_json))
-        .route("/i/{token}/followups", get(unit_followups))
+        .route("/i/{token}/followups", get(followups_page))
+        .route("/i/{token}/followups.json", get(followups_json))
         .route("/i/{token}/roll-call", post(answer_roll_call))
         .route("/i/{token}/followups/{id}/actions", post(followup_action))
+        .route("/i/{token}/followups/{id}/act", post(followup_form))
 }
 
-/// The follow-ups assigned to the invitee's unit (enterprise heads have no staff account).
-async fn unit_followups(State(state): State<AppState>, Path(token): Path<String>) -> Response {
-    let inv = match find(&state, &token).await {
-        Ok(inv) => inv,
-        Err(response) => return response,
-    };
-    let unit = match state.store.unit(inv.unit_id).await {
-        Ok(u) => u,
-        Err(e) => return crate::error::AppError::from(e).into_response(),
-    };
-    let filter = crate::store::FollowupFilter {
-        scope_path: unit.path.clone(),
-        limit: 1000,
-        ..Default::default()
-    };
-    match state.store.list_followups(&filter).await {
-        Ok((items, _)) => {
-            let own: Vec<_> = items
-                .into_iter()
-                .filter(|f| f.assignee_unit_id == unit.id)
-                .collect();
-            axum::Json(own).into_response()
-        }
-        Err(e) => crate::error::AppError::from(e).into_response(),
+/// What every invitee page's layout needs.
+fn base(lang: Language, token: &str, inv: &InvitationContext, page: Value) -> Value {
+    context! {
+        lang => ui::lang_code(lang),
+        csrf => csrf::link_token(token),
+        here => format!("/i/{token}"),
+        token,
+        inv => Value::from_serialize(inv),
+        who => inv.display_name(),
+        ..page
     }
 }
 
-/// Acts on a follow-up of the invitee's unit, as its assignee.
-async fn followup_action(
-    State(state): State<AppState>,
-    Path((token, id)): Path<(String, i64)>,
-    crate::http::extract::ApiJson(input): crate::http::extract::ApiJson<
-        crate::followups::TransitionInput,
-    >,
+fn notice(
+    lang: Language,
+    status: StatusCode,
+    title: &str,
+    text: &str,
+    back: Option<&str>,
 ) -> Response {
-    let inv = match find(&state, &token).await {
-        Ok(inv) => inv,
-        Err(response) => return response,
-    };
-    let actor = crate::followups::Actor::Unit {
-        unit_id: inv.unit_id,
-        name: inv.display_name(),
-    };
-    match crate::followups::act(&state.store, &actor, id, &input, chrono::Utc::now()).await {
-        Ok(status) => axum::Json(serde_json::json!({"id": id, "status": status})).into_response(),
+    let title = ui::translate(lang, title);
+    match ui::render(
+        "notice.html",
+        context! { lang => ui::lang_code(lang), title, text, back, here => back.unwrap_or("/") },
+    ) {
+        Ok(html) => (status, html).into_response(),
         Err(e) => e.into_response(),
+    }
+}
+
+/// The invitation a request's link (`/i/{token}/…`) stands for, with the visitor's language.
+/// An unknown or malformed link is answered with the "invalid link" page.
+struct Link {
+    token: String,
+    inv: InvitationContext,
+    lang: Language,
+}
+
+impl FromRequestParts<AppState> for Link {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let Lang(lang) = Lang::from_request_parts(parts, state)
+            .await
+            .unwrap_or(Lang(state.config.language));
+        let token = parts
+            .uri
+            .path()
+            .strip_prefix("/i/")
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_default()
+            .to_string();
+        let inv = find(state, lang, &token).await?;
+        Ok(Link { token, inv, lang })
+    }
+}
+
+/// The invitation behind a link; tokens are 40 hex characters.
+async fn find(
+    state: &AppState,
+    lang: Language,
+    token: &str,
+) -> Result<InvitationContext, Response> {
+    let not_found = || {
+        notice(
+            lang,
+            StatusCode::NOT_FOUND,
+            "invitee.bad_link",
+            &ui::translate(lang, "invitee.bad_link_text"),
+            None,
+        )
+    };
+    if token.len() != 40 || !token.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(not_found());
+    }
+    match state.store.invitation_by_link(&token_hash(token)).await {
+        Ok(Some(inv)) => Ok(inv),
+        Ok(None) => Err(not_found()),
+        Err(e) => Err(AppError::from(e).into_response()),
     }
 }
 
@@ -77,14 +123,14 @@ async fn followup_action(
 enum NoJoin {
     Cancelled,
     Declined,
-    NotYet(chrono::DateTime<chrono::Utc>),
+    NotYet(chrono::DateTime<Utc>),
     Over,
 }
 
 fn may_join(
     state: &AppState,
     inv: &InvitationContext,
-    now: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<Utc>,
 ) -> Result<(), NoJoin> {
     let (opens, closes) = state.livekit.join_window(inv);
     match () {
@@ -96,182 +142,81 @@ fn may_join(
     }
 }
 
-fn no_join_text(inv: &InvitationContext, reason: &NoJoin) -> String {
+fn no_join_text(lang: Language, inv: &InvitationContext, reason: &NoJoin) -> String {
     let tz: chrono_tz::Tz = inv.timezone.parse().unwrap_or(chrono_tz::Asia::Shanghai);
     match reason {
-        NoJoin::Cancelled => "该会议已取消。".into(),
-        NoJoin::Declined => "您已请假。如需参会，请先在本页确认参会。".into(),
-        NoJoin::Over => "会议已结束。".into(),
-        NoJoin::NotYet(opens) => format!(
-            "会议将于 {} 开放入会（{}）。",
-            opens.with_timezone(&tz).format("%Y-%m-%d %H:%M"),
-            inv.timezone
-        ),
-    }
-}
-
-/// Mints a token and sends the invitee to the meeting client.
-async fn join(State(state): State<AppState>, Path(token): Path<String>) -> Response {
-    let inv = match find(&state, &token).await {
-        Ok(inv) => inv,
-        Err(response) => return response,
-    };
-    let now = chrono::Utc::now();
-    if let Err(reason) = may_join(&state, &inv, now) {
-        let status = if matches!(reason, NoJoin::NotYet(_)) {
-            StatusCode::OK
-        } else {
-            StatusCode::FORBIDDEN
-        };
-        let text = no_join_text(&inv, &reason);
-        return (
-            status,
-            page(&inv.meeting_title, &format!("<h1>{}</h1><p role=\"status\">{text}</p><p><a href=\"/i/{token}\">返回</a></p>", escape(&inv.meeting_title))),
-        )
-            .into_response();
-    }
-    match state.livekit.join_token(&inv, now) {
-        Ok(jwt) => Redirect::to(&state.livekit.join_url(&jwt)).into_response(),
-        Err(e) => crate::error::AppError::Internal(anyhow::anyhow!(e)).into_response(),
-    }
-}
-
-/// `{url, token}` for custom clients; the same rules as `join`, as JSON errors.
-async fn join_json(State(state): State<AppState>, Path(token): Path<String>) -> Response {
-    use crate::error::AppError;
-    let inv = match find(&state, &token).await {
-        Ok(inv) => inv,
-        Err(response) => return response,
-    };
-    let now = chrono::Utc::now();
-    if let Err(reason) = may_join(&state, &inv, now) {
-        let text = no_join_text(&inv, &reason);
-        return match reason {
-            NoJoin::NotYet(opens) => (
-                StatusCode::CONFLICT,
-                axum::Json(serde_json::json!({"error": {"code": "not_open", "message": text, "opens_at": opens}})),
+        NoJoin::Cancelled => ui::translate(lang, "invitee.join_cancelled"),
+        NoJoin::Declined => ui::translate(lang, "invitee.join_declined"),
+        NoJoin::Over => ui::translate(lang, "invitee.join_over"),
+        NoJoin::NotYet(opens) => ui::translate(lang, "invitee.join_not_yet")
+            .replace(
+                "{at}",
+                &opens
+                    .with_timezone(&tz)
+                    .format("%Y-%m-%d %H:%M")
+                    .to_string(),
             )
-                .into_response(),
-            _ => AppError::ForbiddenOther(text).into_response(),
-        };
-    }
-    match state.livekit.join_token(&inv, now) {
-        Ok(jwt) => axum::Json(serde_json::json!({"url": state.livekit.config.url, "token": jwt}))
-            .into_response(),
-        Err(e) => AppError::Internal(anyhow::anyhow!(e)).into_response(),
+            .replace("{tz}", &inv.timezone),
     }
 }
 
-/// The invitation behind a link; tokens are 40 hex characters.
-async fn find(state: &AppState, token: &str) -> Result<InvitationContext, Response> {
-    let not_found = || {
-        (
-            StatusCode::NOT_FOUND,
-            page(
-                "链接无效",
-                "<h1>链接无效</h1><p>此参会链接不存在或已失效，请联系会议主办单位。</p>",
-            ),
-        )
-            .into_response()
+async fn show(State(state): State<AppState>, Link { token, inv, lang }: Link) -> Response {
+    match invitation_page(&state, lang, &token, &inv, None).await {
+        Ok(html) => private(html.into_response()),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn invitation_page(
+    state: &AppState,
+    lang: Language,
+    token: &str,
+    inv: &InvitationContext,
+    error: Option<String>,
+) -> Result<Html<String>, AppError> {
+    let now = Utc::now();
+    let roll_call = state.store.open_roll_call(&inv.room_name, now).await?;
+    let answered = match &roll_call {
+        Some(rc) => state
+            .store
+            .roll_call_answers(rc.id)
+            .await?
+            .iter()
+            .any(|(i, _)| *i == inv.id),
+        None => false,
     };
-    if token.len() != 40 || !token.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(not_found());
-    }
-    match state.store.invitation_by_link(&token_hash(token)).await {
-        Ok(Some(inv)) => Ok(inv),
-        Ok(None) => Err(not_found()),
-        Err(e) => Err(crate::error::AppError::from(e).into_response()),
-    }
-}
-
-fn rsvp_text(rsvp: &str) -> &'static str {
-    match rsvp {
-        "confirmed" => "已确认参会",
-        "declined" => "已请假（不参会）",
-        "delegated" => "已委托他人参会",
-        _ => "尚未确认",
-    }
-}
-
-async fn show(State(state): State<AppState>, Path(token): Path<String>) -> Response {
-    let inv = match find(&state, &token).await {
-        Ok(inv) => inv,
-        Err(response) => return response,
-    };
-    let tz: chrono_tz::Tz = inv.timezone.parse().unwrap_or(chrono_tz::Asia::Shanghai);
-    let when = format!(
-        "{} 至 {}",
-        inv.planned_start
-            .with_timezone(&tz)
-            .format("%Y-%m-%d %H:%M"),
-        inv.planned_end.with_timezone(&tz).format("%H:%M")
-    );
-    let title = escape(&inv.meeting_title);
-    if inv.meeting_status == "cancelled" {
-        return page(
-            &inv.meeting_title,
-            &format!(
-                "<h1>{title}</h1><p role=\"status\"><strong>该会议已取消。</strong></p><p>原定时间：{when}</p>{}",
-                inv.cancel_reason
-                    .as_deref()
-                    .filter(|r| !r.is_empty())
-                    .map(|r| format!("<p>取消原因：{}</p>", escape(r)))
-                    .unwrap_or_default()
-            ),
-        )
-        .into_response();
-    }
-    let joins = inv
-        .parent_title
-        .as_deref()
-        .filter(|_| inv.joins_parent)
-        .map(|t| {
-            format!(
-                "<p>在{}分会场参加：{}</p>",
-                escape(&inv.host_name),
-                escape(t)
-            )
-        })
-        .unwrap_or_default();
-    let roll_call = match state
+    let join = may_join(state, inv, now);
+    let source = state
         .store
-        .open_roll_call(&inv.room_name, chrono::Utc::now())
-        .await
-    {
-        Ok(Some(_)) => format!(
-            "<form method=\"post\" action=\"/i/{token}/roll-call\"><button id=\"roll-call\" type=\"submit\">点名应答</button></form>"
-        ),
-        _ => String::new(),
-    };
-    let join_link = match may_join(&state, &inv, chrono::Utc::now()) {
-        Ok(()) => format!("<p><a class=\"join\" href=\"/i/{token}/join\">进入会议</a></p>"),
-        Err(reason) => format!("<p>{}</p>", no_join_text(&inv, &reason)),
-    };
-    let buttons = if inv.meeting_status == "scheduled" {
-        format!(
-            "<form method=\"post\" action=\"/i/{token}/rsvp\"><input type=\"hidden\" name=\"answer\" value=\"confirm\">\
-             <button type=\"submit\">确认参会</button></form>\
-             <form method=\"post\" action=\"/i/{token}/rsvp\"><input type=\"hidden\" name=\"answer\" value=\"decline\">\
-             <label>请假原因 <input name=\"reason\" maxlength=\"200\" required></label><button type=\"submit\">请假</button></form>\
-             <form method=\"post\" action=\"/i/{token}/rsvp\"><input type=\"hidden\" name=\"answer\" value=\"delegate\">\
-             <label>替会人员 <input name=\"name\" maxlength=\"50\" required></label><label>职务 <input name=\"title\" maxlength=\"50\"></label>\
-             <label>手机 <input name=\"mobile\" maxlength=\"20\"></label><button type=\"submit\">委托他人参会</button></form>"
-        )
-    } else {
-        String::new()
-    };
-    page(
-        &inv.meeting_title,
-        &format!(
-            "<h1>{title}</h1>{joins}<p>时间：{when}（{}）</p><p>主办单位：{}</p><p>参会单位：{}</p>\
-             <p>参会状态：<strong id=\"rsvp\">{}</strong></p>{roll_call}{join_link}{buttons}",
-            escape(&inv.timezone),
-            escape(&inv.host_name),
-            escape(&inv.display_name()),
-            rsvp_text(&inv.rsvp)
+        .dispatch_template_source(inv.dispatch_id)
+        .await?;
+    let tier = usize::try_from(inv.tier_index).unwrap_or(usize::MAX);
+    let agenda: Vec<_> = parse_template("snapshot", &source)
+        .map(|t| t.agenda.into_iter().filter(|a| a.tier == tier).collect())
+        .unwrap_or_default();
+    let open_followups = unit_followups(state, inv)
+        .await?
+        .iter()
+        .filter(|f| f.followup.status().is_ok_and(|s| !s.is_final()))
+        .count();
+    ui::render(
+        "invitee.html",
+        base(
+            lang,
+            token,
+            inv,
+            context! {
+                agenda,
+                roll_call => roll_call.is_some(),
+                answered,
+                may_join => join.is_ok(),
+                no_join => join.err().map(|r| no_join_text(lang, inv, &r)),
+                may_answer => inv.meeting_status == "scheduled",
+                open_followups,
+                error,
+            },
         ),
     )
-    .into_response()
 }
 
 #[derive(Deserialize)]
@@ -290,22 +235,18 @@ struct Answer {
 /// Confirms, declines (with a reason) or names a deputy (替会), as a bureau can for it.
 async fn rsvp(
     State(state): State<AppState>,
-    Path(token): Path<String>,
+    Link { token, inv, lang }: Link,
     Form(answer): Form<Answer>,
 ) -> Response {
-    let inv = match find(&state, &token).await {
-        Ok(inv) => inv,
-        Err(response) => return response,
-    };
+    let back = format!("/i/{token}");
     if inv.meeting_status != "scheduled" {
-        return (
+        return notice(
+            lang,
             StatusCode::CONFLICT,
-            page(
-                "无法更改",
-                "<h1>无法更改</h1><p>该会议已取消或已开始，不能再更改参会状态。</p>",
-            ),
-        )
-            .into_response();
+            "invitee.cannot_change",
+            &ui::translate(lang, "invitee.cannot_change_text"),
+            Some(&back),
+        );
     }
     let some = |s: &str| Some(s.to_string()).filter(|s| !s.trim().is_empty());
     let input = crate::http::attendance_input(
@@ -318,11 +259,10 @@ async fn rsvp(
     let confirmation = match crate::http::confirmation_of(&input) {
         Ok(c) => c,
         Err(e) => {
-            return (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                page("请补充信息", &format!("<h1>请补充信息</h1><p role=\"alert\">{}</p><p><a href=\"/i/{token}\">返回</a></p>", escape(&e.to_string()))),
-            )
-                .into_response();
+            return match invitation_page(&state, lang, &token, &inv, Some(e.to_string())).await {
+                Ok(html) => (StatusCode::UNPROCESSABLE_ENTITY, html).into_response(),
+                Err(e) => e.into_response(),
+            };
         }
     };
     let actor = format!("invitee:{}", inv.id);
@@ -331,28 +271,196 @@ async fn rsvp(
         .confirm_invitation(inv.id, &confirmation, &actor)
         .await
     {
-        return crate::error::AppError::from(e).into_response();
+        return AppError::from(e).into_response();
     }
-    Redirect::to(&format!("/i/{token}")).into_response()
+    Redirect::to(&back).into_response()
 }
 
-/// Answers the roll call open in the invitation's room (JSON, for the page and any client).
-async fn answer_roll_call(State(state): State<AppState>, Path(token): Path<String>) -> Response {
-    use crate::error::AppError;
-    let inv = match find(&state, &token).await {
-        Ok(inv) => inv,
-        Err(response) => return response,
-    };
-    let now = chrono::Utc::now();
+/// Mints a token and sends the invitee to the meeting client.
+async fn join(State(state): State<AppState>, Link { token, inv, lang }: Link) -> Response {
+    let now = Utc::now();
+    if let Err(reason) = may_join(&state, &inv, now) {
+        let status = if matches!(reason, NoJoin::NotYet(_)) {
+            StatusCode::OK
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        let text = no_join_text(lang, &inv, &reason);
+        return notice(
+            lang,
+            status,
+            "invitee.join",
+            &text,
+            Some(&format!("/i/{token}")),
+        );
+    }
+    match state.livekit.join_token(&inv, now) {
+        Ok(jwt) => Redirect::to(&state.livekit.join_url(&jwt)).into_response(),
+        Err(e) => AppError::Internal(anyhow::anyhow!(e)).into_response(),
+    }
+}
+
+/// `{url, token}` for custom clients; the same rules as `join`, as JSON errors.
+async fn join_json(State(state): State<AppState>, Link { inv, lang, .. }: Link) -> Response {
+    let now = Utc::now();
+    if let Err(reason) = may_join(&state, &inv, now) {
+        let text = no_join_text(lang, &inv, &reason);
+        return match reason {
+            NoJoin::NotYet(opens) => (
+                StatusCode::CONFLICT,
+                axum::Json(serde_json::json!({"error": {"code": "not_open", "message": text, "opens_at": opens}})),
+            )
+                .into_response(),
+            _ => AppError::ForbiddenOther(text).into_response(),
+        };
+    }
+    match state.livekit.join_token(&inv, now) {
+        Ok(jwt) => axum::Json(serde_json::json!({"url": state.livekit.config.url, "token": jwt}))
+            .into_response(),
+        Err(e) => AppError::Internal(anyhow::anyhow!(e)).into_response(),
+    }
+}
+
+/// Answers the roll call open in the invitation's room: a redirect back to the page for the
+/// page's form, JSON for other clients.
+async fn answer_roll_call(
+    State(state): State<AppState>,
+    Link { token, inv, lang }: Link,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let now = Utc::now();
+    let from_page = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"));
     match state.store.open_roll_call(&inv.room_name, now).await {
         Ok(Some(rc)) => match state.store.answer_roll_call(rc.id, inv.id, now).await {
+            Ok(()) if from_page => Redirect::to(&format!("/i/{token}")).into_response(),
             Ok(()) => axum::Json(serde_json::json!({"roll_call": rc.id, "answered": true}))
                 .into_response(),
             Err(e) => AppError::from(e).into_response(),
         },
-        Ok(None) => {
-            AppError::Conflict("no roll call is open in this meeting".into()).into_response()
-        }
+        Ok(None) => AppError::Conflict(ui::translate(lang, "invitee.no_roll_call")).into_response(),
         Err(e) => AppError::from(e).into_response(),
+    }
+}
+
+/// The follow-ups assigned to the invitee's unit itself (enterprise heads have no staff
+/// account), most urgent first.
+async fn unit_followups(
+    state: &AppState,
+    inv: &InvitationContext,
+) -> Result<Vec<FollowupView>, AppError> {
+    let unit = state.store.unit(inv.unit_id).await?;
+    let filter = crate::store::FollowupFilter {
+        scope_path: unit.path.clone(),
+        limit: 1000,
+        ..Default::default()
+    };
+    let (items, _) = state.store.list_followups(&filter).await?;
+    let now = Utc::now();
+    let t = thresholds(state);
+    let mut own: Vec<FollowupView> = items
+        .into_iter()
+        .filter(|f| f.assignee_unit_id == unit.id)
+        .map(|f| view(f, now, t))
+        .collect();
+    own.sort_by_key(|v| v.followup.due_at);
+    Ok(own)
+}
+
+async fn followups_json(State(state): State<AppState>, Link { inv, .. }: Link) -> Response {
+    match unit_followups(&state, &inv).await {
+        Ok(own) => axum::Json(own).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Assignee actions an invitee may take from the page.
+const INVITEE_ACTIONS: [Action; 4] = [
+    Action::Acknowledge,
+    Action::Progress,
+    Action::Submit,
+    Action::RequestNotDoing,
+];
+
+async fn followups_page(
+    State(state): State<AppState>,
+    Link { token, inv, lang }: Link,
+) -> Response {
+    let page = async {
+        let own = unit_followups(&state, &inv).await?;
+        let mut rows = Vec::new();
+        for v in &own {
+            let status = v.followup.status()?;
+            let open = usize::try_from(v.followup.open_children).unwrap_or(0);
+            let actions: Vec<&str> = INVITEE_ACTIONS
+                .iter()
+                .filter(|a| transition(status, **a, a.side(), "text", open, false).is_ok())
+                .map(|a| a.as_str())
+                .collect();
+            let timeline = state.store.followup_events(v.followup.id).await?;
+            rows.push(context! { actions, timeline, ..Value::from_serialize(v) });
+        }
+        ui::render(
+            "invitee_followups.html",
+            base(lang, &token, &inv, context! { rows }),
+        )
+    }
+    .await;
+    match page {
+        Ok(html) => private(html.into_response()),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn act_as_unit(
+    state: &AppState,
+    inv: &InvitationContext,
+    id: i64,
+    input: &TransitionInput,
+) -> Result<crate::domain::followup::Status, AppError> {
+    let actor = Actor::Unit {
+        unit_id: inv.unit_id,
+        name: inv.display_name(),
+    };
+    crate::followups::act(&state.store, &actor, id, input, Utc::now()).await
+}
+
+/// Acts on a follow-up of the invitee's unit, as its assignee (JSON).
+async fn followup_action(
+    State(state): State<AppState>,
+    Link { inv, .. }: Link,
+    Path((_, id)): Path<(String, i64)>,
+    crate::http::extract::ApiJson(input): crate::http::extract::ApiJson<TransitionInput>,
+) -> Response {
+    match act_as_unit(&state, &inv, id, &input).await {
+        Ok(status) => axum::Json(serde_json::json!({"id": id, "status": status})).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct ActForm {
+    action: Action,
+    #[serde(default)]
+    text: String,
+}
+
+/// The same from the page's forms.
+async fn followup_form(
+    State(state): State<AppState>,
+    Link { token, inv, .. }: Link,
+    Path((_, id)): Path<(String, i64)>,
+    Form(form): Form<ActForm>,
+) -> Response {
+    let input = TransitionInput {
+        action: form.action,
+        text: form.text,
+        override_children: false,
+    };
+    match act_as_unit(&state, &inv, id, &input).await {
+        Ok(_) => Redirect::to(&format!("/i/{token}/followups")).into_response(),
+        Err(e) => e.into_response(),
     }
 }

@@ -360,3 +360,53 @@ pub async fn publish(
         .find(|m| m.parent_id.is_none())
         .unwrap()
 }
+
+/// The personal link token of the first invitation of `unit_code` in the meeting (with
+/// `role`, if given) and that invitation's id, as the invitation mail would carry it.
+pub async fn invitation_link(
+    store: &Store,
+    meeting: i64,
+    unit_code: &str,
+    role: Option<&str>,
+) -> (String, i64) {
+    let key = store
+        .setting_or_insert("link_key", &muster::notify::links::new_key())
+        .await
+        .unwrap();
+    let unit = store.unit_by_code(unit_code).await.unwrap();
+    let (invitations, _) = store
+        .meeting_invitations(meeting, "/", 1000, 0)
+        .await
+        .unwrap();
+    let inv = invitations
+        .iter()
+        .find(|i| i.unit_id == unit.id && role.is_none_or(|r| i.role == r))
+        .unwrap_or_else(|| panic!("{unit_code} is invited to meeting {meeting}"));
+    let nonce = muster::notify::links::new_nonce();
+    let token = muster::notify::links::link_token(&key, inv.id, &nonce);
+    store
+        .set_links(&[(inv.id, nonce, muster::auth::token_hash(&token))])
+        .await
+        .unwrap();
+    // Links are only set once; read back the nonce that stuck.
+    let stuck = store
+        .invitation_context(inv.id)
+        .await
+        .unwrap()
+        .link_nonce
+        .unwrap();
+    (
+        muster::notify::links::link_token(&key, inv.id, &stuck),
+        inv.id,
+    )
+}
+
+/// The CSRF token of a page (every page with forms names it in a `<meta>`).
+pub fn csrf_of(html: &str) -> String {
+    let marker = "<meta name=\"csrf\" content=\"";
+    let at = html
+        .find(marker)
+        .unwrap_or_else(|| panic!("no CSRF token in the page: {html}"));
+    let rest = &html[at + marker.len()..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
