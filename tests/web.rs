@@ -256,4 +256,63 @@ backend_tests! {
         assert_eq!(forged.status(), 403);
         app.stop().await;
     }
+
+    async fn conveners_move_and_cancel_from_the_pages(db: TestDb) {
+        common::seed(&db.store).await;
+        let (dispatch, root) = published(db).await;
+        let app = spawn_app(db).await;
+        let convener = page_client(&app, "convener").await;
+        let (_, html) = page(&convener, &app, &format!("/dispatches/{dispatch}")).await;
+        assert!(html.contains("id=\"reschedule\"") && html.contains("id=\"cancel-dispatch\""));
+        let csrf = common::csrf_of(&html);
+        let later = (Utc::now() + Duration::days(3))
+            .with_timezone(&chrono_tz::Asia::Shanghai)
+            .format("%Y-%m-%d 10:00")
+            .to_string();
+        let r = convener
+            .post(app.url(&format!("/dispatches/{dispatch}/reschedule")))
+            .form(&[("start", later.as_str()), ("csrf", &csrf)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+        assert!(r.headers()["location"].to_str().unwrap().contains("done=rescheduled"));
+        let moved = db.store.meeting(root.id).await.unwrap();
+        assert_eq!(
+            moved.planned_start.with_timezone(&chrono_tz::Asia::Shanghai).format("%Y-%m-%d %H:%M").to_string(),
+            later
+        );
+        // A bad time is an error page naming the problem, and nothing moves.
+        let r = convener
+            .post(app.url(&format!("/dispatches/{dispatch}/reschedule")))
+            .header("accept", "text/html")
+            .form(&[("start", "someday"), ("csrf", &csrf)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422);
+        assert!(r.text().await.unwrap().contains("someday"));
+        assert_eq!(db.store.meeting(root.id).await.unwrap().planned_start, moved.planned_start);
+        // 唐山's bureau may not cancel the provincial call; the convener may.
+        let tangshan = page_client(&app, "tangshan").await;
+        let (_, theirs) = page(&tangshan, &app, "/confirmations").await;
+        let r = tangshan
+            .post(app.url(&format!("/dispatches/{dispatch}/cancel")))
+            .form(&[("reason", "x"), ("csrf", &common::csrf_of(&theirs))])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        let r = convener
+            .post(app.url(&format!("/dispatches/{dispatch}/cancel")))
+            .form(&[("reason", "改为现场会"), ("csrf", &csrf)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+        assert_eq!(db.store.dispatch(dispatch).await.unwrap().status, "cancelled");
+        let (_, html) = page(&convener, &app, &format!("/dispatches/{dispatch}")).await;
+        assert!(html.contains("改为现场会") && !html.contains("id=\"cancel-dispatch\""));
+        app.stop().await;
+    }
 }

@@ -28,6 +28,10 @@ pub fn router() -> Router<AppState> {
         .route("/dispatches/new", get(new_dispatch).post(plan_or_publish))
         .route("/dispatches/{id}", get(dispatch_page))
         .route("/dispatches/{id}/remind", post(remind))
+        .route("/dispatches/{id}/reschedule", post(reschedule_dispatch))
+        .route("/dispatches/{id}/cancel", post(cancel_dispatch))
+        .route("/meetings/{id}/reschedule", post(reschedule_meeting))
+        .route("/meetings/{id}/cancel", post(cancel_meeting))
         .route("/meetings/{id}", get(meeting_page))
         .route("/meetings/{id}/end", post(end_meeting))
         .route("/meetings/{id}/roll-calls", post(start_roll_call))
@@ -411,6 +415,77 @@ async fn remind(
 ) -> AppResult<Response> {
     let n = crate::http::attendance::remind_pending(&state, &staff.me, id).await?;
     Ok(see_other(&format!("/dispatches/{id}?done=reminded&n={n}")))
+}
+
+#[derive(Deserialize)]
+struct StartForm {
+    start: String,
+}
+
+#[derive(Deserialize)]
+struct CancelForm {
+    #[serde(default)]
+    reason: String,
+}
+
+/// Moves the whole dispatch; dependent meetings follow, invitees get updated invitations.
+async fn reschedule_dispatch(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(id): Path<i64>,
+    Form(form): Form<StartForm>,
+) -> AppResult<Response> {
+    let n = dispatch::reschedule_dispatch(
+        &state.store,
+        &state.config.livekit,
+        &staff.me,
+        id,
+        &form.start,
+        Utc::now(),
+    )
+    .await?;
+    Ok(see_other(&format!(
+        "/dispatches/{id}?done=rescheduled&n={n}"
+    )))
+}
+
+async fn cancel_dispatch(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(id): Path<i64>,
+    Form(form): Form<CancelForm>,
+) -> AppResult<Response> {
+    let n = dispatch::cancel_dispatch(&state.store, &staff.me, id, form.reason.trim()).await?;
+    Ok(see_other(&format!("/dispatches/{id}?done=cancelled&n={n}")))
+}
+
+/// A host moves its own meeting (within its tier's window); meetings below follow.
+async fn reschedule_meeting(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(id): Path<i64>,
+    Form(form): Form<StartForm>,
+) -> AppResult<Response> {
+    let n = dispatch::reschedule_meeting(
+        &state.store,
+        &state.config.livekit,
+        &staff.me,
+        id,
+        &form.start,
+        Utc::now(),
+    )
+    .await?;
+    Ok(see_other(&format!("/meetings/{id}?done=rescheduled&n={n}")))
+}
+
+async fn cancel_meeting(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(id): Path<i64>,
+    Form(form): Form<CancelForm>,
+) -> AppResult<Response> {
+    let n = dispatch::cancel_meeting(&state.store, &staff.me, id, form.reason.trim()).await?;
+    Ok(see_other(&format!("/meetings/{id}?done=cancelled&n={n}")))
 }
 
 // ---- meetings ----
