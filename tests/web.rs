@@ -263,7 +263,7 @@ backend_tests! {
         let app = spawn_app(db).await;
         let convener = page_client(&app, "convener").await;
         let (_, html) = page(&convener, &app, &format!("/dispatches/{dispatch}")).await;
-        assert!(html.contains("id=\"reschedule\"") && html.contains("id=\"cancel-dispatch\""));
+        assert!(html.contains("id=\"reschedule-dispatch\"") && html.contains("id=\"cancel-dispatch\""));
         let csrf = common::csrf_of(&html);
         let later = (Utc::now() + Duration::days(3))
             .with_timezone(&chrono_tz::Asia::Shanghai)

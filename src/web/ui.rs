@@ -20,6 +20,7 @@ macro_rules! pages {
 /// Every page template, by name.
 pub const TEMPLATES: &[(&str, &str)] = pages![
     "base.html",
+    "forms.html",
     "login.html",
     "home.html",
     "error.html",
@@ -222,6 +223,11 @@ mod tests {
             keys.push(format!("done.{}", a.as_str()));
         }
         keys.push("action.delegate".into());
+        for kind in ["dispatch", "meeting"] {
+            for k in ["change", "cancel", "cancel_confirm"] {
+                keys.push(format!("{kind}.{k}"));
+            }
+        }
         for d in [
             "published",
             "reminded",
