@@ -356,6 +356,7 @@ async fn people_run_a_dispatch_through_the_pages() {
     let pending_before: i64 = s.text("#pending-count b").await.parse().unwrap();
     assert!(pending_before > 0);
     s.go("/confirmations").await;
+    s.click("#to-confirm details summary").await;
     s.fill(".confirm-form input[name=name]", "唐山张三").await;
     s.fill(".confirm-form input[name=mobile]", "13800000001")
         .await;

@@ -154,6 +154,16 @@ backend_tests! {
         let api = app.client_for("tangshan").await;
         let r = api.post(app.url(&format!("/api/v1/invitations/{mine}/confirmation"))).json(&json!({"answer": "confirm"})).send().await.unwrap();
         assert_eq!(r.status(), 200);
+
+        // 一键确认: every pending invitation of 唐山's units, none of 保定's.
+        let r = tangshan.post(app.url("/confirmations/all")).form(&[("csrf", &csrf)]).send().await.unwrap();
+        assert_eq!(r.status(), 303);
+        let tangshan_unit = db.store.unit_by_code("130200").await.unwrap();
+        let pending: Vec<_> = db.store.invitations_to_confirm(&tangshan_unit.path).await.unwrap().into_iter().filter(|i| i.rsvp == "pending").collect();
+        assert!(pending.is_empty(), "{pending:?}");
+        let baoding_unit = db.store.unit_by_code("130600").await.unwrap();
+        let theirs = db.store.invitations_to_confirm(&baoding_unit.path).await.unwrap();
+        assert!(!theirs.is_empty() && theirs.iter().all(|i| i.rsvp == "pending"));
         app.stop().await;
     }
 

@@ -39,6 +39,7 @@ pub fn router() -> Router<AppState> {
         .route("/roll-calls/{id}", get(roll_call_page))
         .route("/confirmations", get(confirmations))
         .route("/invitations/{id}/confirm", post(confirm))
+        .route("/confirmations/all", post(confirm_all))
         .route("/follow-ups", get(followups_page))
         .route("/follow-ups/{id}", get(followup_page))
         .route("/follow-ups/{id}/act", post(act))
@@ -703,6 +704,22 @@ async fn confirm(
     let back = super::local_path(form.back.as_deref());
     let sep = if back.contains('?') { '&' } else { '?' };
     Ok(see_other(&format!("{back}{sep}done=confirmed")))
+}
+
+/// Confirms every pending invitation of the account's units to meetings not yet started
+/// (一键确认), each through the same checks as one by one.
+async fn confirm_all(State(state): State<AppState>, staff: Staff) -> AppResult<Response> {
+    let input = crate::http::attendance_input("confirm", None, None, None, None);
+    for i in state
+        .store
+        .invitations_to_confirm(&staff.me.unit_path)
+        .await?
+        .iter()
+        .filter(|i| i.rsvp == "pending" && i.meeting_status == "scheduled")
+    {
+        crate::http::attendance::confirm_invitation(&state, &staff.me, i.id, &input).await?;
+    }
+    Ok(see_other("/confirmations?done=confirmed_all"))
 }
 
 // ---- follow-ups ----
