@@ -472,6 +472,14 @@ async fn people_run_a_dispatch_through_the_pages() {
     s.submit("#delegate-submit", "delegated").await;
     assert!(s.notice().await.contains("已交办下级"));
     s.shot("11-followup-delegated").await;
+    let again =
+        s.c.find_all(Locator::Css("#delegate input[value='130202']"))
+            .await
+            .unwrap();
+    assert!(
+        again.is_empty(),
+        "路南区 has its child already: not offered again"
+    );
     let district = db.store.followup_children(city).await.unwrap()[0].id;
 
     s.sign_out().await;

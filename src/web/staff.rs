@@ -816,7 +816,16 @@ async fn followup_page(
                 ..Default::default()
             })
             .await?;
+        // Units that already have a child of it cannot get a second one.
         units
+            .into_iter()
+            .filter(|u| {
+                !detail
+                    .children
+                    .iter()
+                    .any(|c| c.followup.assignee_unit_id == u.id)
+            })
+            .collect()
     } else {
         Vec::new()
     };
