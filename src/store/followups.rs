@@ -6,7 +6,7 @@ use sqlx::QueryBuilder;
 
 use super::audit::AuditEntry;
 use super::jobs::NewJob;
-use super::{Store, StoreError, StoreResult, Tx, with_db, with_tx};
+use super::{Backend, Store, StoreError, StoreResult, Tx, with_db, with_tx};
 use crate::domain::followup::{Action, Closure, Status};
 use crate::domain::org::subtree_range;
 
@@ -418,7 +418,20 @@ impl Store {
             due_from.map(|d| d.timestamp_micros()),
             due_to.map(|d| d.timestamp_micros()),
         );
-        let rows: Vec<(String, i64, i64, i64, i64, i64)> = with_db!(&self.db, |pool| {
+        let mut tx = self.begin().await?;
+        if self.backend() == Backend::Postgres {
+            // At province scale every row matches, and PostgreSQL then prefers reading the
+            // table to reading the covering index: it costs index pages as random reads and
+            // not what it takes to reach the roll-up's columns at the end of each wide row.
+            // The index-only scan measured 20-30% faster; for a smaller scope it is the plan
+            // anyway. SET LOCAL ends with the transaction.
+            with_tx!(&mut tx, |conn| {
+                sqlx::query("SET LOCAL enable_seqscan = off")
+                    .execute(conn)
+                    .await?;
+            });
+        }
+        let rows: Vec<(String, i64, i64, i64, i64, i64)> = with_tx!(&mut tx, |conn| {
             let mut q = sqlx::query_as(&sql);
             for code in &scope {
                 q = q.bind(*code);
@@ -427,9 +440,10 @@ impl Store {
                 .bind(dispatch_id)
                 .bind(from)
                 .bind(to)
-                .fetch_all(pool)
+                .fetch_all(conn)
                 .await?
         });
+        tx.commit().await?;
         Ok(rows
             .into_iter()
             .map(
