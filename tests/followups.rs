@@ -7,7 +7,7 @@ mod common;
 use chrono::{Duration, TimeZone, Utc};
 use common::{spawn_app_with, test_config};
 use muster::domain::followup::Status;
-use muster::store::{Assignee, NewActionItem, Store};
+use muster::store::{Assignee, Grouping, NewActionItem, Store};
 use serde_json::{Value, json};
 
 async fn unit(store: &Store, code: &str) -> muster::domain::org::Unit {
@@ -205,6 +205,13 @@ backend_tests! {
         step(&b_ts, A::ApproveNotDoing, Status::NotDoingRequested, Status::NotDoing).await;
         step(&find("B", bd.id), A::Acknowledge, Status::Assigned, Status::Acknowledged).await;
         step(&find("C", bd.id), A::Cancel, Status::Assigned, Status::Cancelled).await;
+
+        // The store's roll-up at both ends of the tree: above the province (each path's first
+        // code is a region) and at the mine, as deep as paths go (its own line only).
+        let top = store.rollup("/", Grouping::Region, None, None, None, now).await.unwrap();
+        assert_eq!(top.iter().map(|r| (r.key.as_str(), r.closure.total, r.closure.overdue_days)).collect::<Vec<_>>(), [("130000", 6, 3)]);
+        let mine = store.rollup(&e1.path, Grouping::Region, None, None, None, now).await.unwrap();
+        assert_eq!(mine.iter().map(|r| (r.key.as_str(), r.closure.total, r.closure.closed)).collect::<Vec<_>>(), [("", 1, 1)]);
 
         let app = common::spawn_app(db).await;
         let leader = app.client_for("leader").await;

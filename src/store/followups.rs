@@ -370,49 +370,80 @@ impl Store {
         due_to: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<RollupRow>> {
-        let (start, end) = subtree_range(scope_path);
-        let offset = scope_path.chars().count() as i64 + 1;
-        // The path segment right below the scope names the region (empty: the scope unit).
-        let key = match (self.backend(), grouping) {
-            (_, Grouping::Tier) => "f.tier".to_string(),
-            (Backend::Sqlite, Grouping::Region) => format!(
-                "CASE WHEN f.assignee_path = $1 THEN '' \
-                 ELSE substr(f.assignee_path, {offset}, instr(substr(f.assignee_path, {offset}), '/') - 1) END"
-            ),
-            (Backend::Postgres, Grouping::Region) => {
-                format!("split_part(substr(f.assignee_path, {offset}), '/', 1)")
+        let scope = path_codes(scope_path);
+        if scope.len() > PATH_DEPTH {
+            // No follow-up's assignee lies that deep.
+            return Ok(Vec::new());
+        }
+        // The scope's codes select its subtree; the next code names the region (empty: the
+        // scope unit itself, or a scope as deep as paths go).
+        let depth = scope.len();
+        let mut filter: Vec<String> = (1..=depth).map(|n| format!("f.code_{n} = ${n}")).collect();
+        let p = depth + 1;
+        filter.push(format!(
+            "(${} IS NULL OR f.dispatch_id = ${})",
+            p + 1,
+            p + 1
+        ));
+        filter.push(format!("(${} IS NULL OR f.due_us >= ${})", p + 2, p + 2));
+        filter.push(format!("(${} IS NULL OR f.due_us < ${})", p + 3, p + 3));
+        let (key, group) = match grouping {
+            Grouping::Tier => ("f.tier".to_string(), "f.tier".to_string()),
+            Grouping::Region if depth < PATH_DEPTH => {
+                let column = format!("f.code_{}", depth + 1);
+                (column.clone(), column)
             }
+            Grouping::Region => ("''".to_string(), format!("f.code_{PATH_DEPTH}")),
         };
-        let overdue_days = match self.backend() {
-            Backend::Sqlite => {
-                "CAST(((julianday($3) - julianday(f.due_at)) * 86400 + 86399) / 86400 AS INTEGER)"
-            }
-            Backend::Postgres => {
-                "CAST(CEIL(EXTRACT(EPOCH FROM ($3 - f.due_at)) / 86400) AS BIGINT)"
-            }
-        };
-        let open = "f.status NOT IN ('verified', 'not_doing', 'cancelled')";
+        // Every row passes through these predicates, so the cheap test comes first (the integer
+        // due date before the status) and the statuses are spelled out as comparisons: SQLite
+        // runs `IN (…)` through a lookup table per row, which measured a third slower.
+        let late = format!(
+            "f.due_us < ${p} AND f.status <> 'verified' AND f.status <> 'not_doing' \
+             AND f.status <> 'cancelled'"
+        );
+        // Days overdue as `days_overdue` counts them: started days, from whole seconds late.
         let sql = format!(
             "SELECT {key} AS key, COUNT(*) AS total, \
-             CAST(SUM(CASE WHEN f.status IN ('verified', 'not_doing') THEN 1 ELSE 0 END) AS BIGINT) AS closed, \
-             CAST(SUM(CASE WHEN f.status = 'cancelled' THEN 1 ELSE 0 END) AS BIGINT) AS cancelled, \
-             CAST(SUM(CASE WHEN {open} AND f.due_at < $3 THEN 1 ELSE 0 END) AS BIGINT) AS overdue, \
-             CAST(SUM(CASE WHEN {open} AND f.due_at < $3 THEN {overdue_days} ELSE 0 END) AS BIGINT) AS overdue_days \
-             FROM followups f WHERE f.assignee_path >= $1 AND f.assignee_path < $2 \
-             AND ($4 IS NULL OR f.dispatch_id = $4) AND ($5 IS NULL OR f.due_at >= $5) AND ($6 IS NULL OR f.due_at < $6) \
-             GROUP BY {key}"
+             COUNT(*) FILTER (WHERE f.status = 'verified' OR f.status = 'not_doing') AS closed, \
+             COUNT(*) FILTER (WHERE f.status = 'cancelled') AS cancelled, \
+             COUNT(*) FILTER (WHERE {late}) AS overdue, \
+             CAST(COALESCE(SUM(((${p} - f.due_us) / 1000000 + 86399) / 86400) FILTER (WHERE {late}), 0) AS BIGINT) \
+             AS overdue_days \
+             FROM followups f WHERE {} GROUP BY {group}",
+            filter.join(" AND ")
         );
-        let rows: Vec<(String, i64, i64, i64, i64, i64)> = with_db!(&self.db, |pool| {
-            sqlx::query_as(&sql)
-                .bind(&start)
-                .bind(&end)
-                .bind(now)
+        let (now, from, to) = (
+            now.timestamp_micros(),
+            due_from.map(|d| d.timestamp_micros()),
+            due_to.map(|d| d.timestamp_micros()),
+        );
+        let mut tx = self.begin().await?;
+        if self.backend() == Backend::Postgres {
+            // At province scale every row matches, and PostgreSQL then prefers reading the
+            // table to reading the covering index: it costs index pages as random reads and
+            // not what it takes to reach the roll-up's columns at the end of each wide row.
+            // The index-only scan measured 20-30% faster; for a smaller scope it is the plan
+            // anyway. SET LOCAL ends with the transaction.
+            with_tx!(&mut tx, |conn| {
+                sqlx::query("SET LOCAL enable_seqscan = off")
+                    .execute(conn)
+                    .await?;
+            });
+        }
+        let rows: Vec<(String, i64, i64, i64, i64, i64)> = with_tx!(&mut tx, |conn| {
+            let mut q = sqlx::query_as(&sql);
+            for code in &scope {
+                q = q.bind(*code);
+            }
+            q.bind(now)
                 .bind(dispatch_id)
-                .bind(due_from)
-                .bind(due_to)
-                .fetch_all(pool)
+                .bind(from)
+                .bind(to)
+                .fetch_all(conn)
                 .await?
         });
+        tx.commit().await?;
         Ok(rows
             .into_iter()
             .map(
@@ -429,6 +460,15 @@ impl Store {
             )
             .collect())
     }
+}
+
+/// How many codes a unit's path holds at most: levels nest province > city > district >
+/// enterprise. The follow-ups' `code_1` … `code_4` columns hold them.
+const PATH_DEPTH: usize = 4;
+
+/// The codes of a materialised path, from the root down (`/130000/130200/`: 130000, 130200).
+fn path_codes(path: &str) -> Vec<&str> {
+    path.split('/').filter(|c| !c.is_empty()).collect()
 }
 
 /// A job sending one follow-up message; `key` also dedupes the mail itself.
@@ -451,12 +491,23 @@ async fn insert_followups(
     due_at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
+    // The roll-up's columns hold at most `PATH_DEPTH` codes.
+    if let Some(a) = assignees
+        .iter()
+        .find(|a| path_codes(&a.path).len() > PATH_DEPTH)
+    {
+        return Err(StoreError::Corrupt(format!(
+            "unit path {} is deeper than {PATH_DEPTH} levels",
+            a.path
+        )));
+    }
     let mut ids: Vec<i64> = Vec::with_capacity(assignees.len());
     for chunk in assignees.chunks(BATCH_ROWS) {
         let batch: Vec<i64> = with_tx!(&mut *tx, |conn| {
             let mut q = QueryBuilder::<Backend>::new(
                 "INSERT INTO followups (action_item_id, parent_id, assignee_unit_id, assignee_path, assignee_level, \
-                 assigner_unit_id, dispatch_id, tier, status, assigned_at, due_at, updated_at) ",
+                 assigner_unit_id, dispatch_id, tier, status, assigned_at, due_at, updated_at, due_us, \
+                 code_1, code_2, code_3, code_4) ",
             );
             q.push_values(chunk, |mut row, a| {
                 row.push_bind(action_item_id)
@@ -470,7 +521,12 @@ async fn insert_followups(
                     .push_bind(Status::Assigned.as_str())
                     .push_bind(now)
                     .push_bind(due_at)
-                    .push_bind(now);
+                    .push_bind(now)
+                    .push_bind(due_at.timestamp_micros());
+                let codes = path_codes(&a.path);
+                for n in 0..PATH_DEPTH {
+                    row.push_bind(codes.get(n).copied().unwrap_or(""));
+                }
             });
             q.push(" RETURNING id");
             q.build_query_scalar().fetch_all(conn).await.map_err(|e| {
