@@ -142,6 +142,8 @@ impl Application {
         .with_graceful_shutdown(stop)
         .await
         .context("HTTP server failed");
+        // Requests in flight have had their answers; apply anything still queued.
+        self.state.webhooks.shutdown().await;
         // Let running jobs finish before the pool closes.
         let _ = stop_workers.send(true);
         for worker in workers {

@@ -321,3 +321,143 @@ backend_tests! {
         app.stop().await;
     }
 }
+
+/// A webhook event as the endpoint hands it to the writer: participant events when `sid` is
+/// given, room events otherwise.
+fn record(
+    id: &str,
+    kind: &str,
+    room: &str,
+    participant: Option<(&str, &str, DateTime<Utc>)>,
+    at: DateTime<Utc>,
+) -> muster::store::WebhookRecord {
+    let mut body = json!({"event": kind, "id": id, "createdAt": at.timestamp().to_string(), "room": {"name": room}});
+    if let Some((sid, identity, joined)) = participant {
+        body["participant"] = json!({"sid": sid, "identity": identity, "joinedAtMs": joined.timestamp_millis().to_string()});
+    }
+    let e: livekit_protocol::WebhookEvent = serde_json::from_value(body).unwrap();
+    muster::store::WebhookRecord {
+        change: interpret(&e),
+        event_id: e.id,
+        kind: e.event,
+    }
+}
+
+/// A room's connections: sid, invitation, join, end, leave reason.
+type Row = (
+    String,
+    Option<i64>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<String>,
+);
+
+async fn ledger(store: &muster::store::Store, room: &str) -> Vec<Row> {
+    store
+        .intervals(room)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| {
+            (
+                i.participant_sid.clone(),
+                i.invitation_id,
+                i.joined_at,
+                i.ended_at(),
+                i.left_reason.clone(),
+            )
+        })
+        .collect()
+}
+
+backend_tests! {
+    async fn a_batch_applies_its_events_by_the_ledgers_rules(db: TestDb) {
+        common::seed(&db.store).await;
+        let store = &db.store;
+        let m = call(store).await;
+        let (s, room) = (m.planned_start, m.room_name.clone());
+        let at = |minutes: i64| s + Duration::minutes(minutes);
+        let (invitations, _) = store.meeting_invitations(m.id, "/", 1000, 0).await.unwrap();
+        let inv = |person: &str| invitations.iter().find(|i| i.person_name.as_deref() == Some(person)).unwrap().id.to_string();
+        let (a, b, c) = (inv("唐山李四"), inv("保定赵六"), inv("开滦王五"));
+        let joined = |id: &str, sid: &str, who: &str, t: i64| record(id, "participant_joined", &room, Some((sid, who, at(t))), at(t));
+        let left = |id: &str, sid: &str, who: &str, joined: i64, t: i64| record(id, "participant_left", &room, Some((sid, who, at(joined))), at(t));
+        let every = Duration::seconds(30);
+        // One event is in before the batch.
+        let before = joined("EV_0", "PA_a", &a, 0);
+        assert!(store.apply_webhook(&before.event_id, &before.kind, &before.change, every, Utc::now()).await.unwrap());
+
+        let batch = vec![
+            // A leave ahead of its join, then the join.
+            left("EV_1", "PA_b", &b, 2, 30),
+            joined("EV_2", "PA_b", &b, 2),
+            // A retry of the event applied before, and a retry inside the batch.
+            before.clone(),
+            left("EV_3", "PA_a", &a, 0, 20),
+            left("EV_3", "PA_a", &a, 0, 20),
+            joined("EV_4", "PA_c", &c, 5),
+            record("EV_5", "room_finished", &room, None, at(60)),
+            // Reported after the room ended: it ends with the room.
+            joined("EV_6", "PA_g", "ministry-observer", 61),
+        ];
+        let fresh = store.apply_webhooks(&batch, every, Utc::now()).await.unwrap();
+        assert_eq!(fresh, [true, true, false, true, false, true, true, true]);
+
+        let id = |s: &str| s.parse::<i64>().ok();
+        let expected = vec![
+            ("PA_a".to_string(), id(&a), Some(at(0)), Some(at(20)), Some("left".to_string())),
+            ("PA_b".to_string(), id(&b), Some(at(2)), Some(at(30)), Some("left".to_string())),
+            ("PA_c".to_string(), id(&c), Some(at(5)), Some(at(60)), None),
+            ("PA_g".to_string(), None, Some(at(61)), Some(at(60)), None),
+        ];
+        assert_eq!(ledger(store, &room).await, expected);
+        assert_eq!(store.meeting(m.id).await.unwrap().status, "finished");
+        assert_eq!(common::count(db, "webhook_events").await, 7);
+        // LiveKit retrying the whole batch changes nothing.
+        let again = store.apply_webhooks(&batch, every, Utc::now()).await.unwrap();
+        assert!(again.iter().all(|fresh| !fresh));
+        assert_eq!(ledger(store, &room).await, expected);
+    }
+
+    async fn one_failing_event_does_not_fail_its_batch(db: TestDb) {
+        let store = &db.store;
+        // The database refuses one event id, as it might refuse any one event.
+        match db.backend {
+            common::Backend::Sqlite => common::raw_execute(db, "CREATE TRIGGER refuse BEFORE INSERT ON webhook_events \
+                WHEN NEW.event_id = 'EV_bad' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END").await.unwrap(),
+            common::Backend::Postgres => {
+                common::raw_execute(db, "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                    IF NEW.event_id = 'EV_bad' THEN RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$").await.unwrap();
+                common::raw_execute(db, "CREATE TRIGGER refuse BEFORE INSERT ON webhook_events FOR EACH ROW EXECUTE FUNCTION refuse()").await.unwrap();
+            }
+        }
+        let now = Utc::now();
+        let joined = |id: &str, sid: &str| record(id, "participant_joined", "r1", Some((sid, "guest", now)), now);
+        let batch = vec![joined("EV_1", "PA_1"), joined("EV_bad", "PA_2"), joined("EV_3", "PA_3"), joined("EV_1", "PA_1")];
+        let every = Duration::seconds(30);
+        assert!(store.apply_webhooks(&batch, every, now).await.is_err(), "the batch as a whole fails");
+        let results = muster::livekit::writer::apply_batch(store, &batch, every, now).await;
+        let outcome: Vec<Option<bool>> = results.iter().map(|r| r.as_ref().ok().copied()).collect();
+        assert_eq!(outcome, [Some(true), None, Some(true), Some(false)]);
+        let sids: Vec<String> = store.intervals("r1").await.unwrap().into_iter().map(|i| i.participant_sid).collect();
+        assert_eq!(sids, ["PA_1", "PA_3"], "nothing of the refused event is stored");
+        assert_eq!(common::count(db, "webhook_events").await, 2);
+    }
+
+    async fn the_writer_applies_what_is_queued_before_it_stops(db: TestDb) {
+        let writer = muster::livekit::writer::WebhookWriter::spawn(&db.store, Duration::seconds(30));
+        let now = Utc::now();
+        let mut answers = Vec::new();
+        for n in 0..5 {
+            let event = record(&format!("EV_{n}"), "participant_joined", "r1", Some((&format!("PA_{n}"), "guest", now)), now);
+            answers.push(writer.submit(event).await.unwrap());
+        }
+        writer.shutdown().await;
+        for answer in answers {
+            assert!(answer.await.unwrap().unwrap(), "answered, and new");
+        }
+        assert_eq!(db.store.intervals("r1").await.unwrap().len(), 5);
+        let late = record("EV_late", "participant_joined", "r1", Some(("PA_late", "guest", now)), now);
+        assert!(matches!(writer.apply(late).await, Err(muster::livekit::writer::WriteError::Closed)));
+    }
+}

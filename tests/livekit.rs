@@ -12,8 +12,8 @@ use common::livekit::LiveKitStandIn;
 use common::{TestApp, TestDb, spawn_app_with, test_config};
 use muster::config::Config;
 use muster::jobs::{Clock, ManualClock, Outcome, Worker};
-use rand::SeedableRng;
 use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 const KEY: &str = "APImuster";
@@ -344,24 +344,47 @@ backend_tests! {
             let dupes: Vec<_> = events.choose_multiple(&mut rng, 4).cloned().collect();
             events.extend(dupes);
             events.shuffle(&mut rng);
-            for mut event in events {
-                if let Some(r) = event.room.as_mut() {
-                    r.name = room.clone();
-                }
-                // Each copy is a stream of its own: its own event ids and participant sids.
-                event.id = format!("{}-{seed}", event.id);
-                if let Some(p) = event.participant.as_mut() {
-                    p.sid = format!("{}-{seed}", p.sid);
-                }
+            // Each copy is a stream of its own: its own room, event ids and participant sids.
+            let copy = |room: &str, suffix: &str| {
+                events.iter().cloned().map(|mut event| {
+                    if let Some(r) = event.room.as_mut() {
+                        r.name = room.to_string();
+                    }
+                    event.id = format!("{}-{suffix}", event.id);
+                    if let Some(p) = event.participant.as_mut() {
+                        p.sid = format!("{}-{suffix}", p.sid);
+                    }
+                    event
+                }).collect::<Vec<_>>()
+            };
+            for event in copy(&room, &seed.to_string()) {
                 let change = muster::domain::attendance::interpret(&event);
                 db.store.apply_webhook(&event.id, &event.event, &change, Duration::seconds(30), Utc::now()).await.unwrap();
             }
-            let ledger = ledger_of(room).await;
+            let ledger = ledger_of(room.clone()).await;
             assert_eq!(ledger.len(), 4, "{ledger:?} from {:?}", stream.iter().map(|e| (e.event.clone(), e.room.as_ref().map(|r| r.name.clone()))).collect::<Vec<_>>());
             match &reference {
                 None => reference = Some(ledger),
                 Some(r) => assert_eq!(&ledger, r, "seed {seed} gave another ledger"),
             }
+            // The same events in batches, as the webhook writer applies them, give it too.
+            let batched = format!("batch-{seed}");
+            let records: Vec<_> = copy(&batched, &format!("b{seed}")).into_iter().map(|e| muster::store::WebhookRecord {
+                change: muster::domain::attendance::interpret(&e),
+                event_id: e.id,
+                kind: e.event,
+            }).collect();
+            let mut rest = &records[..];
+            let mut fresh = 0;
+            while !rest.is_empty() {
+                let (batch, tail) = rest.split_at(rng.gen_range(1..=rest.len().min(6)));
+                let results = muster::livekit::writer::apply_batch(&db.store, batch, Duration::seconds(30), Utc::now()).await;
+                fresh += results.into_iter().filter(|r| *r.as_ref().unwrap()).count();
+                rest = tail;
+            }
+            let distinct: std::collections::HashSet<_> = records.iter().map(|r| &r.event_id).collect();
+            assert_eq!(fresh, distinct.len(), "each event is new once");
+            assert_eq!(&ledger_of(batched).await, reference.as_ref().unwrap(), "seed {seed} in batches gave another ledger");
         }
         s.app.stop().await;
     }

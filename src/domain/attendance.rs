@@ -63,6 +63,20 @@ pub enum LedgerChange {
     Ignored,
 }
 
+impl LedgerChange {
+    /// The room the change concerns; `None` when ignored.
+    pub fn room(&self) -> Option<&str> {
+        match self {
+            LedgerChange::RoomStarted { room, .. }
+            | LedgerChange::RoomFinished { room, .. }
+            | LedgerChange::Joined { room, .. }
+            | LedgerChange::Left { room, .. }
+            | LedgerChange::Recording { room, .. } => Some(room),
+            LedgerChange::Ignored => None,
+        }
+    }
+}
+
 fn seconds(ts: i64) -> Option<DateTime<Utc>> {
     (ts > 0)
         .then(|| Utc.timestamp_opt(ts, 0).single())
@@ -141,6 +155,83 @@ pub fn interpret(event: &WebhookEvent) -> LedgerChange {
     }
 }
 
+/// What one write of a connection carries: every change a batch of events makes to one
+/// participant sid, folded together by the ledger's own rules, so that a batch writes each
+/// sid once (PostgreSQL refuses an upsert that touches one row twice in one statement).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionChange {
+    pub room: String,
+    pub connection: Connection,
+    /// The explicit leave, if any: when and why.
+    pub left: Option<(DateTime<Utc>, LeaveReason)>,
+}
+
+impl ConnectionChange {
+    /// The connection a participant event reports; `None` for other changes.
+    pub fn of(change: &LedgerChange) -> Option<Self> {
+        match change {
+            LedgerChange::Joined { room, connection } => Some(Self {
+                room: room.clone(),
+                connection: connection.clone(),
+                left: None,
+            }),
+            LedgerChange::Left {
+                room,
+                connection,
+                at,
+                reason,
+            } => Some(Self {
+                room: room.clone(),
+                connection: connection.clone(),
+                left: Some((*at, *reason)),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Folds a later change of the same sid into this one exactly as the ledger's upsert
+    /// merges it into a stored row: room and identity stay as first written, the first
+    /// non-empty name stays, the earliest join wins, and the latest explicit leave wins (on
+    /// equal times the reason that sorts first, so the outcome never depends on order).
+    pub fn merge(&mut self, later: &ConnectionChange) {
+        if self.connection.name.is_empty() {
+            self.connection.name = later.connection.name.clone();
+        }
+        self.connection.joined_at = match (self.connection.joined_at, later.connection.joined_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.left = match (self.left, later.left) {
+            (Some((at, reason)), Some((later_at, later_reason)))
+                if later_at > at || (later_at == at && later_reason.as_str() < reason.as_str()) =>
+            {
+                Some((later_at, later_reason))
+            }
+            (Some(kept), _) => Some(kept),
+            (None, later) => later,
+        };
+    }
+}
+
+/// A batch's participant changes merged per sid (in order of each sid's first change); other
+/// changes are left out.
+pub fn merge_connections<'a>(
+    changes: impl IntoIterator<Item = &'a LedgerChange>,
+) -> Vec<ConnectionChange> {
+    let mut merged: Vec<ConnectionChange> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for change in changes.into_iter().filter_map(ConnectionChange::of) {
+        match index.get(&change.connection.sid) {
+            Some(&i) => merged[i].merge(&change),
+            None => {
+                index.insert(change.connection.sid.clone(), merged.len());
+                merged.push(change);
+            }
+        }
+    }
+    merged
+}
+
 fn recording(room: &str, info: &livekit_protocol::EgressInfo) -> LedgerChange {
     let status = livekit_protocol::EgressStatus::try_from(info.status)
         .map(|s| s.as_str_name().to_string())
@@ -209,6 +300,132 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    fn at(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap()
+    }
+
+    fn joined(sid: &str, name: &str, joined: i64) -> LedgerChange {
+        LedgerChange::Joined {
+            room: "r1".into(),
+            connection: Connection {
+                sid: sid.into(),
+                identity: "42".into(),
+                name: name.into(),
+                joined_at: Some(at(joined)),
+            },
+        }
+    }
+
+    fn left(sid: &str, joined: Option<i64>, t: i64, reason: LeaveReason) -> LedgerChange {
+        LedgerChange::Left {
+            room: "r1".into(),
+            connection: Connection {
+                sid: sid.into(),
+                identity: "42".into(),
+                name: String::new(),
+                joined_at: joined.map(at),
+            },
+            at: at(t),
+            reason,
+        }
+    }
+
+    #[test]
+    fn a_join_and_its_leave_merge_into_one_connection_in_either_order() {
+        let (j, l) = (
+            joined("PA_1", "张伟", 0),
+            left("PA_1", None, 600, LeaveReason::Left),
+        );
+        let forward = merge_connections([&j, &l]);
+        let backward = merge_connections([&l, &j]);
+        assert_eq!(forward.len(), 1);
+        assert_eq!(forward[0].connection.joined_at, Some(at(0)));
+        assert_eq!(forward[0].left, Some((at(600), LeaveReason::Left)));
+        assert_eq!(
+            forward[0].connection.name, "张伟",
+            "the leave carries no name"
+        );
+        assert_eq!(forward, backward);
+        // Repeating events changes nothing.
+        assert_eq!(merge_connections([&j, &l, &j, &l, &l]), forward);
+    }
+
+    #[test]
+    fn merging_keeps_the_earliest_join_and_the_latest_leave() {
+        let changes = [
+            joined("PA_1", "", 30),
+            left("PA_1", Some(10), 500, LeaveReason::Reconciled),
+            left("PA_1", Some(20), 900, LeaveReason::Left),
+            left("PA_1", None, 900, LeaveReason::Aborted),
+            left("PA_1", None, 700, LeaveReason::Left),
+        ];
+        let expected = ConnectionChange {
+            room: "r1".into(),
+            connection: Connection {
+                sid: "PA_1".into(),
+                identity: "42".into(),
+                name: String::new(),
+                joined_at: Some(at(10)),
+            },
+            // Equal times: the reason that sorts first, as the upsert breaks ties.
+            left: Some((at(900), LeaveReason::Aborted)),
+        };
+        // Every order gives the same connection.
+        let mut order: Vec<usize> = (0..changes.len()).collect();
+        permutations(&mut order, 0, &mut |order| {
+            let merged = merge_connections(order.iter().map(|&i| &changes[i]));
+            assert_eq!(merged, vec![expected.clone()], "order {order:?}");
+        });
+    }
+
+    fn permutations(items: &mut [usize], k: usize, f: &mut impl FnMut(&[usize])) {
+        if k == items.len() {
+            return f(items);
+        }
+        for i in k..items.len() {
+            items.swap(k, i);
+            permutations(items, k + 1, f);
+            items.swap(k, i);
+        }
+    }
+
+    #[test]
+    fn the_first_name_and_identity_stay_as_the_upsert_keeps_them() {
+        let mut other = joined("PA_1", "李四", 5);
+        if let LedgerChange::Joined { connection, .. } = &mut other {
+            connection.identity = "43".into();
+        }
+        let merged = merge_connections([
+            &left("PA_1", None, 60, LeaveReason::Left),
+            &joined("PA_1", "张伟", 0),
+            &other,
+        ]);
+        assert_eq!(
+            merged[0].connection.name, "张伟",
+            "the first non-empty name"
+        );
+        assert_eq!(merged[0].connection.identity, "42", "as first inserted");
+    }
+
+    #[test]
+    fn sids_stay_apart_and_other_changes_are_left_out() {
+        let finished = LedgerChange::RoomFinished {
+            room: "r1".into(),
+            at: at(3600),
+        };
+        let merged = merge_connections([
+            &joined("PA_2", "", 0),
+            &finished,
+            &LedgerChange::Ignored,
+            &joined("PA_1", "", 0),
+            &left("PA_2", None, 60, LeaveReason::Left),
+        ]);
+        let sids: Vec<&str> = merged.iter().map(|c| c.connection.sid.as_str()).collect();
+        assert_eq!(sids, ["PA_2", "PA_1"]);
+        assert_eq!(merged[0].left, Some((at(60), LeaveReason::Left)));
+        assert_eq!(merged[1].left, None);
     }
 
     #[test]

@@ -1,14 +1,15 @@
 //! `POST /livekit/webhook`: LiveKit's events, verified by their signature alone.
 
+use super::AppState;
+use crate::domain::attendance::interpret;
+use crate::error::AppError;
+use crate::livekit::writer::WriteError;
+use crate::store::WebhookRecord;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use chrono::Utc;
-
-use super::AppState;
-use crate::domain::attendance::interpret;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/livekit/webhook", post(webhook))
@@ -28,21 +29,23 @@ async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: String
             return (StatusCode::UNAUTHORIZED, format!("webhook rejected: {e}")).into_response();
         }
     };
-    let change = interpret(&event);
-    let every = chrono::Duration::seconds(i64::from(state.config.livekit.reconcile_seconds));
-    match state
-        .store
-        .apply_webhook(&event.id, &event.event, &change, every, Utc::now())
-        .await
-    {
+    let room = event.room.as_ref().map(|r| r.name.clone());
+    let record = WebhookRecord {
+        change: interpret(&event),
+        event_id: event.id,
+        kind: event.event,
+    };
+    // Answered once the event's batch has committed.
+    match state.webhooks.apply(record).await {
         Ok(fresh) => {
-            if fresh && let Some(room) = event.room.as_ref().map(|r| r.name.clone()) {
+            if fresh && let Some(room) = room {
                 // Nobody listening is fine.
                 let _ = state.room_changes.send(room);
             }
             StatusCode::OK.into_response()
         }
         // A 5xx makes LiveKit retry; nothing was stored.
-        Err(e) => crate::error::AppError::from(e).into_response(),
+        Err(WriteError::Store(e)) => AppError::from(e).into_response(),
+        Err(e @ WriteError::Closed) => AppError::Unavailable(e.to_string()).into_response(),
     }
 }

@@ -37,6 +37,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub templates: Arc<TemplateSet>,
     pub livekit: Arc<crate::livekit::LiveKit>,
+    /// Applies verified webhooks in batches (group commit); see `livekit::writer`.
+    pub webhooks: Arc<crate::livekit::writer::WebhookWriter>,
     /// Names of rooms whose ledger just changed, for live boards. Within one instance; boards
     /// also refresh on a timer, for webhooks received by another instance.
     pub room_changes: tokio::sync::broadcast::Sender<String>,
@@ -51,15 +53,21 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Starts the webhook writer, so it must be called on a Tokio runtime.
     pub fn new(store: Store, config: Config, templates: TemplateSet) -> Self {
         let lockout = Duration::from_secs(u64::from(config.auth.lockout_minutes) * 60);
         let limit = config.auth.max_failed_logins;
+        let webhooks = Arc::new(crate::livekit::writer::WebhookWriter::spawn(
+            &store,
+            chrono::Duration::seconds(i64::from(config.livekit.reconcile_seconds)),
+        ));
         Self {
             store,
             metrics: Arc::new(Metrics::new()),
             account_throttle: Arc::new(LoginThrottle::new(limit, lockout)),
             address_throttle: Arc::new(LoginThrottle::new(limit.saturating_mul(10), lockout)),
             livekit: Arc::new(crate::livekit::LiveKit::new(&config.livekit)),
+            webhooks,
             room_changes: tokio::sync::broadcast::channel(1024).0,
             shutting_down: Arc::new(tokio::sync::watch::channel(false).0),
             config: Arc::new(config),

@@ -2,6 +2,7 @@
 //! webhook verification, and the jobs that create, record, reconcile and close rooms.
 
 pub mod jobs;
+pub mod writer;
 
 use chrono::{DateTime, Utc};
 use livekit_api::access_token::{AccessToken, TokenVerifier, VideoGrants};

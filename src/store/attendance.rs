@@ -6,7 +6,9 @@ use serde::Serialize;
 
 use super::jobs::NewJob;
 use super::{Store, StoreResult, Tx, with_db, with_tx};
-use crate::domain::attendance::{Connection, LeaveReason, LedgerChange};
+use crate::domain::attendance::{
+    Connection, ConnectionChange, LeaveReason, LedgerChange, merge_connections,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct Interval {
@@ -34,6 +36,18 @@ const EARLIEST_JOIN: &str = "CASE WHEN attendance_intervals.joined_at IS NULL TH
      WHEN excluded.joined_at < attendance_intervals.joined_at THEN excluded.joined_at \
      ELSE attendance_intervals.joined_at END";
 
+/// One verified webhook event and what it means for the ledger, as the endpoint hands it on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookRecord {
+    pub event_id: String,
+    pub kind: String,
+    pub change: LedgerChange,
+}
+
+/// Rows per multi-row statement: within both drivers' limits on bound parameters (SQLite's
+/// 32,766, PostgreSQL's 65,535) at 10 per row.
+const ROWS_PER_STATEMENT: usize = 512;
+
 impl Store {
     /// Applies one webhook event unless its id was seen before; the dedupe record and the
     /// ledger change commit together. Returns whether the event was new.
@@ -45,101 +59,66 @@ impl Store {
         reconcile_every: chrono::Duration,
         now: DateTime<Utc>,
     ) -> StoreResult<bool> {
-        let room = match change {
-            LedgerChange::RoomStarted { room, .. }
-            | LedgerChange::RoomFinished { room, .. }
-            | LedgerChange::Joined { room, .. }
-            | LedgerChange::Left { room, .. }
-            | LedgerChange::Recording { room, .. } => Some(room.as_str()),
-            LedgerChange::Ignored => None,
+        let record = WebhookRecord {
+            event_id: event_id.to_string(),
+            kind: kind.to_string(),
+            change: change.clone(),
         };
+        let fresh = self
+            .apply_webhooks(std::slice::from_ref(&record), reconcile_every, now)
+            .await?;
+        Ok(fresh[0])
+    }
+
+    /// Applies a batch of webhook events in one transaction, each unless its id was seen
+    /// before (in the database or earlier in the batch); the dedupe records and the ledger
+    /// changes commit together, or nothing does. Returns, per event, whether it was new.
+    ///
+    /// The ledger ends as if the events had been applied one by one: the connection changes
+    /// are merged per sid by the ledger's own rules and written by one multi-row upsert;
+    /// room and recording events, which are rare, are applied one at a time.
+    pub async fn apply_webhooks(
+        &self,
+        events: &[WebhookRecord],
+        reconcile_every: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<bool>> {
+        // Only the first of ids repeated inside the batch may be new.
+        let mut seen = std::collections::HashSet::new();
+        let first: Vec<bool> = events
+            .iter()
+            .map(|e| seen.insert(e.event_id.as_str()))
+            .collect();
+        let unique: Vec<&WebhookRecord> = events
+            .iter()
+            .zip(&first)
+            .filter_map(|(e, &first)| first.then_some(e))
+            .collect();
         let mut tx = self.begin().await?;
-        let fresh = with_tx!(&mut tx, |conn| {
-            sqlx::query(
-                "INSERT INTO webhook_events (event_id, kind, room_name, received_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (event_id) DO NOTHING",
-            )
-            .bind(event_id)
-            .bind(kind)
-            .bind(room)
-            .bind(now)
-            .execute(conn)
-            .await?
-            .rows_affected()
-                == 1
-        });
-        if !fresh {
-            return Ok(false);
+        let mut inserted = std::collections::HashSet::new();
+        for chunk in unique.chunks(ROWS_PER_STATEMENT) {
+            inserted.extend(record_events(&mut tx, chunk, now).await?);
         }
-        match change {
-            LedgerChange::Ignored => {}
-            LedgerChange::RoomStarted { room, at } => {
-                room_started(&mut tx, room, *at).await?;
-                // While the room is live, reconcile the ledger with LiveKit every so often.
-                let owner: Option<i64> = with_tx!(&mut tx, |conn| {
-                    sqlx::query_scalar(
-                        "SELECT id FROM meetings WHERE room_name = $1 AND NOT joins_parent",
-                    )
-                    .bind(room)
-                    .fetch_optional(conn)
-                    .await?
-                });
-                if let Some(id) = owner {
-                    let job = NewJob {
-                        kind: "room.reconcile".into(),
-                        payload: serde_json::json!({"meeting_id": id, "round": 1}),
-                        run_at: now + reconcile_every,
-                        dedupe_key: Some(format!("room.reconcile:{id}:1")),
-                    };
-                    Store::enqueue_tx(&mut tx, &[job]).await?;
-                }
-            }
-            LedgerChange::RoomFinished { room, at } => {
-                room_finished(&mut tx, room, *at).await?;
-            }
-            LedgerChange::Joined { room, connection } => {
-                upsert_connection(&mut tx, room, connection, None, "webhook", now).await?;
-                close_connection_if_finished(&mut tx, room, &connection.sid).await?;
-            }
-            LedgerChange::Left {
-                room,
-                connection,
-                at,
-                reason,
-            } => {
-                upsert_connection(
-                    &mut tx,
-                    room,
-                    connection,
-                    Some((*at, *reason)),
-                    "webhook",
-                    now,
-                )
-                .await?;
-                close_connection_if_finished(&mut tx, room, &connection.sid).await?;
-            }
-            LedgerChange::Recording {
-                room,
-                egress_id,
-                status,
-                file,
-            } => {
-                with_tx!(&mut tx, |conn| {
-                    sqlx::query(
-                        "UPDATE meetings SET recording_egress_id = $1, recording_status = $2, \
-                         recording_path = COALESCE($3, recording_path) WHERE room_name = $4 AND NOT joins_parent",
-                    )
-                    .bind(egress_id)
-                    .bind(status)
-                    .bind(file)
-                    .bind(room)
-                    .execute(conn)
-                    .await?;
-                });
-            }
+        let fresh: Vec<bool> = events
+            .iter()
+            .zip(&first)
+            .map(|(e, &first)| first && inserted.contains(&e.event_id))
+            .collect();
+        let applied = || {
+            events
+                .iter()
+                .zip(&fresh)
+                .filter_map(|(e, &fresh)| fresh.then_some(&e.change))
+        };
+        for change in applied() {
+            apply_room_change(&mut tx, change, reconcile_every, now).await?;
+        }
+        let connections = merge_connections(applied());
+        for chunk in connections.chunks(ROWS_PER_STATEMENT) {
+            upsert_connections(&mut tx, chunk, "webhook", now).await?;
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(fresh)
     }
 
     /// Repairs the ledger of a live room from LiveKit's list of its participants: connections
@@ -156,7 +135,12 @@ impl Store {
         let mut added = 0;
         for c in present {
             if !known.iter().any(|k| k.participant_sid == c.sid) {
-                upsert_connection(&mut tx, room, c, None, "reconciled", now).await?;
+                let change = ConnectionChange {
+                    room: room.to_string(),
+                    connection: c.clone(),
+                    left: None,
+                };
+                upsert_connections(&mut tx, &[change], "reconciled", now).await?;
                 added += 1;
             }
         }
@@ -169,15 +153,12 @@ impl Store {
                     name: open.name.clone(),
                     joined_at: None,
                 };
-                upsert_connection(
-                    &mut tx,
-                    room,
-                    &connection,
-                    Some((now, LeaveReason::Reconciled)),
-                    "reconciled",
-                    now,
-                )
-                .await?;
+                let change = ConnectionChange {
+                    room: room.to_string(),
+                    connection,
+                    left: Some((now, LeaveReason::Reconciled)),
+                };
+                upsert_connections(&mut tx, &[change], "reconciled", now).await?;
                 closed += 1;
             }
         }
@@ -337,41 +318,131 @@ async fn close_if_finished(tx: &mut Tx, room: &str) -> StoreResult<()> {
     Ok(())
 }
 
-/// A connection reported after its room ended ends with the room. Only that connection is
-/// touched: closing the whole room on every event would read all its rows each time.
-async fn close_connection_if_finished(tx: &mut Tx, room: &str, sid: &str) -> StoreResult<()> {
-    with_tx!(tx, |conn| {
-        sqlx::query(
-            "UPDATE attendance_intervals SET room_closed_at = \
-             (SELECT MAX(actual_end) FROM meetings WHERE room_name = $1) \
-             WHERE participant_sid = $2 AND room_closed_at IS NULL \
-             AND EXISTS (SELECT 1 FROM meetings WHERE room_name = $1 AND actual_end IS NOT NULL)",
-        )
-        .bind(room)
-        .bind(sid)
-        .execute(conn)
-        .await?;
-    });
+/// Inserts the dedupe records of events (with distinct ids); returns the ids that were new.
+async fn record_events(
+    tx: &mut Tx,
+    events: &[&WebhookRecord],
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<String>> {
+    let rows: Vec<String> = (0..events.len())
+        .map(|i| {
+            let n = 4 * i;
+            format!("(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4)
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO webhook_events (event_id, kind, room_name, received_at) VALUES {} \
+         ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+        rows.join(", ")
+    );
+    Ok(with_tx!(tx, |conn| {
+        let mut query = sqlx::query_scalar::<Backend, String>(&sql);
+        for e in events {
+            query = query
+                .bind(&e.event_id)
+                .bind(&e.kind)
+                .bind(e.change.room())
+                .bind(now);
+        }
+        query.fetch_all(conn).await?
+    }))
+}
+
+/// Applies a room or recording change; connection changes are written per batch instead.
+async fn apply_room_change(
+    tx: &mut Tx,
+    change: &LedgerChange,
+    reconcile_every: chrono::Duration,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    match change {
+        LedgerChange::Ignored | LedgerChange::Joined { .. } | LedgerChange::Left { .. } => {}
+        LedgerChange::RoomStarted { room, at } => {
+            room_started(tx, room, *at).await?;
+            // While the room is live, reconcile the ledger with LiveKit every so often.
+            let owner: Option<i64> = with_tx!(&mut *tx, |conn| {
+                sqlx::query_scalar(
+                    "SELECT id FROM meetings WHERE room_name = $1 AND NOT joins_parent",
+                )
+                .bind(room)
+                .fetch_optional(conn)
+                .await?
+            });
+            if let Some(id) = owner {
+                let job = NewJob {
+                    kind: "room.reconcile".into(),
+                    payload: serde_json::json!({"meeting_id": id, "round": 1}),
+                    run_at: now + reconcile_every,
+                    dedupe_key: Some(format!("room.reconcile:{id}:1")),
+                };
+                Store::enqueue_tx(tx, &[job]).await?;
+            }
+        }
+        LedgerChange::RoomFinished { room, at } => {
+            room_finished(tx, room, *at).await?;
+        }
+        LedgerChange::Recording {
+            room,
+            egress_id,
+            status,
+            file,
+        } => {
+            with_tx!(tx, |conn| {
+                sqlx::query(
+                    "UPDATE meetings SET recording_egress_id = $1, recording_status = $2, \
+                     recording_path = COALESCE($3, recording_path) WHERE room_name = $4 AND NOT joins_parent",
+                )
+                .bind(egress_id)
+                .bind(status)
+                .bind(file)
+                .bind(room)
+                .execute(conn)
+                .await?;
+            });
+        }
+    }
     Ok(())
 }
 
-/// Inserts or merges one connection: the earliest join wins, the latest explicit leave wins
-/// (ties broken by reason, so the outcome never depends on order).
-async fn upsert_connection(
+/// Inserts or merges connections (one per sid): the earliest join wins, the latest explicit
+/// leave wins (ties broken by reason, so the outcome never depends on order), and a
+/// connection reported after its room ended ends with the room. The room's end is read per
+/// row rather than by closing the whole room, which would read all its rows each time.
+async fn upsert_connections(
     tx: &mut Tx,
-    room: &str,
-    c: &Connection,
-    left: Option<(DateTime<Utc>, LeaveReason)>,
+    changes: &[ConnectionChange],
     source: &str,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<String> = (0..changes.len())
+        .map(|i| {
+            let p = |k: usize| format!("${}", 10 * i + k);
+            format!(
+                "({room}, {sid}, {identity}, {name}, \
+                 (SELECT i.id FROM invitations i JOIN meetings m ON m.id = i.meeting_id \
+                  WHERE i.id = {invitation} AND m.room_name = {room}), \
+                 {joined}, {left}, {reason}, \
+                 (SELECT MAX(actual_end) FROM meetings WHERE room_name = {room}), {source}, {now})",
+                room = p(1),
+                sid = p(2),
+                identity = p(3),
+                name = p(4),
+                joined = p(5),
+                left = p(6),
+                reason = p(7),
+                source = p(8),
+                now = p(9),
+                invitation = p(10),
+            )
+        })
+        .collect();
     let sql = format!(
         "INSERT INTO attendance_intervals (room_name, participant_sid, identity, name, invitation_id, joined_at, \
-         left_at, left_reason, source, updated_at) \
-         VALUES ($1, $2, $3, $4, \
-                 (SELECT i.id FROM invitations i JOIN meetings m ON m.id = i.meeting_id \
-                  WHERE i.id = $10 AND m.room_name = $1), \
-                 $5, $6, $7, $8, $9) \
+         left_at, left_reason, room_closed_at, source, updated_at) \
+         VALUES {} \
          ON CONFLICT (participant_sid) DO UPDATE SET \
            joined_at = {EARLIEST_JOIN}, \
            name = CASE WHEN attendance_intervals.name = '' THEN excluded.name ELSE attendance_intervals.name END, \
@@ -385,23 +456,27 @@ async fn upsert_connection(
              WHEN excluded.left_at IS NULL THEN attendance_intervals.left_at \
              WHEN attendance_intervals.left_at IS NULL OR excluded.left_at > attendance_intervals.left_at THEN excluded.left_at \
              ELSE attendance_intervals.left_at END, \
-           updated_at = excluded.updated_at"
+           room_closed_at = COALESCE(attendance_intervals.room_closed_at, excluded.room_closed_at), \
+           updated_at = excluded.updated_at",
+        rows.join(", ")
     );
     with_tx!(tx, |conn| {
-        sqlx::query(&sql)
-            .bind(room)
-            .bind(&c.sid)
-            .bind(&c.identity)
-            .bind(&c.name)
-            .bind(c.joined_at)
-            .bind(left.map(|(at, _)| at))
-            .bind(left.map(|(_, r)| r.as_str()))
-            .bind(source)
-            .bind(now)
-            // Identities are invitation ids; anything else is a guest.
-            .bind(c.identity.parse::<i64>().ok())
-            .execute(conn)
-            .await?;
+        let mut query = sqlx::query(&sql);
+        for c in changes {
+            query = query
+                .bind(&c.room)
+                .bind(&c.connection.sid)
+                .bind(&c.connection.identity)
+                .bind(&c.connection.name)
+                .bind(c.connection.joined_at)
+                .bind(c.left.map(|(at, _)| at))
+                .bind(c.left.map(|(_, r)| r.as_str()))
+                .bind(source)
+                .bind(now)
+                // Identities are invitation ids; anything else is a guest.
+                .bind(c.connection.identity.parse::<i64>().ok());
+        }
+        query.execute(conn).await?;
     });
     Ok(())
 }

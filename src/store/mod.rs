@@ -27,7 +27,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, Postgres, Sqlite, SqlitePool};
 
 pub use accounts::{AccountWithHash, NewAccount, StaffAccount};
-pub use attendance::Interval;
+pub use attendance::{Interval, WebhookRecord};
 pub use audit::{AuditEntry, AuditEvent};
 pub use dispatches::{
     DispatchRecord, InvitationView, JobSchedule, MeetingRecord, PublishDispatch, RsvpCounts,
@@ -158,6 +158,39 @@ impl Store {
             Db::Postgres(pool)
         };
         Ok(Self { db })
+    }
+
+    /// A store over one connection of its own to the same database, for a task that does
+    /// all of one kind of writing (the webhook writer). SQLite keeps a connection's page
+    /// cache only while no other connection writes, and a pool hands out its connections in
+    /// turn, so a lone writer on the shared pool would re-read its pages on every
+    /// transaction; on its own connection, with a larger cache, it mostly does not. Connects
+    /// on first use.
+    pub fn dedicated_writer(&self) -> Store {
+        let db = match &self.db {
+            Db::Sqlite(pool) => {
+                // 64 MiB (SQLite's default is 2 MiB) holds the ledger's indexes at province
+                // scale.
+                let options = (*pool.connect_options())
+                    .clone()
+                    .pragma("cache_size", "-65536");
+                Db::Sqlite(
+                    SqlitePoolOptions::new()
+                        .max_connections(1)
+                        // A local file does not drop the connection; checking it first would
+                        // cost a round trip to SQLite's thread on every transaction.
+                        .test_before_acquire(false)
+                        .connect_lazy_with(options),
+                )
+            }
+            Db::Postgres(pool) => Db::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_lazy_with((*pool.connect_options()).clone()),
+            ),
+        };
+        Self { db }
     }
 
     pub fn backend(&self) -> Backend {
