@@ -189,6 +189,10 @@ backend_tests! {
         store.create_action_item(&item("C", now + Duration::days(10), vec![assignee(&bd)]), "t", now).await.unwrap();
         let all = store.list_followups(&muster::store::FollowupFilter { scope_path: "/".into(), limit: 100, ..Default::default() }).await.unwrap().0;
         let find = |title: &str, unit: i64| all.iter().find(|f| f.title == title && f.assignee_unit_id == unit).unwrap().clone();
+        // A unit's own follow-ups, not those below it: 唐山 has A and B, 路南区's A is below it.
+        let own = store.list_followups(&muster::store::FollowupFilter { scope_path: ts.path.clone(), assignee_unit_id: Some(ts.id), limit: 100, ..Default::default() }).await.unwrap();
+        assert_eq!(own.1, 2);
+        assert!(own.0.iter().all(|f| f.assignee_unit_id == ts.id));
         use muster::domain::followup::Action as A;
         let step = |f: &muster::store::FollowupRecord, action, from, to| {
             let f = f.clone();

@@ -96,6 +96,23 @@ pub(crate) fn view(f: FollowupRecord, now: DateTime<Utc>, t: Thresholds) -> Foll
     }
 }
 
+/// The follow-ups assigned to the unit itself (not below it), by due date, with colours.
+pub(crate) async fn own_followups(
+    state: &AppState,
+    unit_id: i64,
+    unit_path: &str,
+) -> AppResult<Vec<FollowupView>> {
+    let filter = FollowupFilter {
+        scope_path: unit_path.to_string(),
+        assignee_unit_id: Some(unit_id),
+        limit: crate::http::MAX_PAGE,
+        ..Default::default()
+    };
+    let (items, _) = state.store.list_followups(&filter).await?;
+    let (now, t) = (Utc::now(), thresholds(state));
+    Ok(items.into_iter().map(|f| view(f, now, t)).collect())
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
@@ -135,6 +152,7 @@ async fn list(
     let t = thresholds(&state);
     let mut filter = FollowupFilter {
         scope_path: scope_of(&state, &principal, &q.unit).await?,
+        assignee_unit_id: None,
         status: q.status,
         dispatch_id: q.dispatch,
         due_from: q.due_from,

@@ -74,6 +74,8 @@ pub struct FollowupEvent {
 #[derive(Debug, Clone, Default)]
 pub struct FollowupFilter {
     pub scope_path: String,
+    /// Only those assigned to this unit itself (not below it).
+    pub assignee_unit_id: Option<i64>,
     pub status: Option<Status>,
     pub dispatch_id: Option<i64>,
     pub due_from: Option<DateTime<Utc>>,
@@ -194,10 +196,11 @@ impl Store {
         let (start, end) = subtree_range(&f.scope_path);
         let status = f.status.map(|s| s.as_str());
         let filter = "WHERE f.assignee_path >= $1 AND f.assignee_path < $2 AND ($3 IS NULL OR f.status = $3) \
-             AND ($4 IS NULL OR f.dispatch_id = $4) AND ($5 IS NULL OR f.due_at >= $5) AND ($6 IS NULL OR f.due_at < $6)";
+             AND ($4 IS NULL OR f.dispatch_id = $4) AND ($5 IS NULL OR f.due_at >= $5) AND ($6 IS NULL OR f.due_at < $6) \
+             AND ($7 IS NULL OR f.assignee_unit_id = $7)";
         Ok(with_db!(&self.db, |pool| {
             let rows = sqlx::query_as(&format!(
-                "{FOLLOWUP_SELECT} {filter} ORDER BY f.due_at, f.id LIMIT $7 OFFSET $8"
+                "{FOLLOWUP_SELECT} {filter} ORDER BY f.due_at, f.id LIMIT $8 OFFSET $9"
             ))
             .bind(&start)
             .bind(&end)
@@ -205,6 +208,7 @@ impl Store {
             .bind(f.dispatch_id)
             .bind(f.due_from)
             .bind(f.due_to)
+            .bind(f.assignee_unit_id)
             .bind(f.limit)
             .bind(f.offset)
             .fetch_all(pool)
@@ -216,6 +220,7 @@ impl Store {
                 .bind(f.dispatch_id)
                 .bind(f.due_from)
                 .bind(f.due_to)
+                .bind(f.assignee_unit_id)
                 .fetch_one(pool)
                 .await?;
             (rows, total)

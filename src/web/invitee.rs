@@ -21,7 +21,7 @@ use crate::domain::followup::{Action, transition};
 use crate::error::AppError;
 use crate::followups::{Actor, TransitionInput};
 use crate::http::AppState;
-use crate::http::followups::{FollowupView, thresholds, view};
+use crate::http::followups::{FollowupView, own_followups};
 use crate::store::InvitationContext;
 
 pub fn router() -> Router<AppState> {
@@ -346,27 +346,13 @@ async fn answer_roll_call(
 }
 
 /// The follow-ups assigned to the invitee's unit itself (enterprise heads have no staff
-/// account), most urgent first.
+/// account).
 async fn unit_followups(
     state: &AppState,
     inv: &InvitationContext,
 ) -> Result<Vec<FollowupView>, AppError> {
     let unit = state.store.unit(inv.unit_id).await?;
-    let filter = crate::store::FollowupFilter {
-        scope_path: unit.path.clone(),
-        limit: 1000,
-        ..Default::default()
-    };
-    let (items, _) = state.store.list_followups(&filter).await?;
-    let now = Utc::now();
-    let t = thresholds(state);
-    let mut own: Vec<FollowupView> = items
-        .into_iter()
-        .filter(|f| f.assignee_unit_id == unit.id)
-        .map(|f| view(f, now, t))
-        .collect();
-    own.sort_by_key(|v| v.followup.due_at);
-    Ok(own)
+    own_followups(state, unit.id, &unit.path).await
 }
 
 async fn followups_json(State(state): State<AppState>, Link { inv, .. }: Link) -> Response {

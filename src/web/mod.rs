@@ -126,10 +126,6 @@ impl Staff {
     pub fn render(&self, name: &str, page: Value) -> AppResult<Html<String>> {
         render(name, self.context(page))
     }
-
-    pub fn t(&self, key: &str) -> String {
-        ui::translate(self.lang, key)
-    }
 }
 
 /// Errors of page requests become pages: a sign-in redirect for a missing or expired session,

@@ -74,7 +74,11 @@ pub async fn home(State(state): State<AppState>, staff: Staff) -> AppResult<Resp
         let invitations = state.store.invitations_to_confirm(&me.unit_path).await?;
         let pending = invitations.iter().filter(|i| i.rsvp == "pending").count();
         let hosted = state.store.hosted_meetings(&me.unit_path).await?;
-        let mine = open_followups_of(&state, me.unit_id, &me.unit_path).await?;
+        let mine: Vec<_> = api_followups::own_followups(&state, me.unit_id, &me.unit_path)
+            .await?
+            .into_iter()
+            .filter(|v| v.followup.status().is_ok_and(|s| !s.is_final()))
+            .collect();
         (pending, hosted, mine)
     } else {
         (0, Vec::new(), Vec::new())
@@ -101,30 +105,6 @@ pub async fn home(State(state): State<AppState>, staff: Staff) -> AppResult<Resp
         },
     )?;
     Ok(private(html.into_response()))
-}
-
-/// Open follow-ups assigned to the unit itself (not below it), most urgent first.
-async fn open_followups_of(
-    state: &AppState,
-    unit_id: i64,
-    unit_path: &str,
-) -> AppResult<Vec<api_followups::FollowupView>> {
-    let filter = FollowupFilter {
-        scope_path: unit_path.to_string(),
-        limit: 1000,
-        ..Default::default()
-    };
-    let (items, _) = state.store.list_followups(&filter).await?;
-    let now = Utc::now();
-    let t = thresholds(state);
-    let mut open: Vec<_> = items
-        .into_iter()
-        .filter(|f| f.assignee_unit_id == unit_id)
-        .filter(|f| f.status().is_ok_and(|s| !s.is_final()))
-        .map(|f| api_followups::view(f, now, t))
-        .collect();
-    open.sort_by_key(|v| v.followup.due_at);
-    Ok(open)
 }
 
 // ---- dispatches ----
@@ -530,17 +510,19 @@ async fn meeting_page(
         .meeting_invitations(id, &scope, crate::store::PAGE_ROWS, 0)
         .await?;
     // Which invitations this account may answer for (its own units, while scheduled).
-    let mut answerable = Vec::new();
-    if staff.me.role.may_write() && meeting.status == "scheduled" {
-        for i in &invitations {
-            if i.role != "host" {
-                let unit = state.store.unit(i.unit_id).await?;
-                if staff.me.can_read(&unit.path) {
-                    answerable.push(i.id);
-                }
-            }
-        }
-    }
+    let answerable: Vec<i64> = if staff.me.role.may_write() && meeting.status == "scheduled" {
+        state
+            .store
+            .meeting_invitations(id, &staff.me.unit_path, crate::store::PAGE_ROWS, 0)
+            .await?
+            .0
+            .into_iter()
+            .filter(|i| i.role != "host")
+            .map(|i| i.id)
+            .collect()
+    } else {
+        Vec::new()
+    };
     let board = if meeting.joins_parent {
         None
     } else {
@@ -749,9 +731,10 @@ async fn followups_page(
     };
     let filter = FollowupFilter {
         scope_path: me.unit_path.clone(),
+        assignee_unit_id: (view == "mine").then_some(me.unit_id),
         status,
         dispatch_id: q.dispatch,
-        limit: 1000,
+        limit: crate::http::MAX_PAGE,
         ..Default::default()
     };
     let (items, total) = state.store.list_followups(&filter).await?;
@@ -759,10 +742,9 @@ async fn followups_page(
     let t = thresholds(&state);
     let mut rows: Vec<_> = items
         .into_iter()
-        .filter(|f| match view {
-            "mine" => f.assignee_unit_id == me.unit_id,
-            "verify" => f.assignee_unit_id != me.unit_id && me.can_read(&f.assigner_path),
-            _ => true,
+        // To verify: reports below that this account's side assigned (not the unit's own).
+        .filter(|f| {
+            view != "verify" || (f.assignee_unit_id != me.unit_id && me.can_read(&f.assigner_path))
         })
         .map(|f| api_followups::view(f, now, t))
         .collect();
