@@ -545,11 +545,11 @@ async fn written_rows(store: &Store, dispatch_id: i64) -> StoreResult<(i64, i64)
     })
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn median(samples: &[Duration]) -> Duration {
+pub(crate) fn median(samples: &[Duration]) -> Duration {
     let mut sorted = samples.to_vec();
     sorted.sort_unstable();
     let mid = sorted.len() / 2;
@@ -560,7 +560,7 @@ fn median(samples: &[Duration]) -> Duration {
     }
 }
 
-fn verdict(met: bool) -> &'static str {
+pub(crate) fn verdict(met: bool) -> &'static str {
     if met { "ok" } else { "missed" }
 }
 

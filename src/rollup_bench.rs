@@ -30,7 +30,7 @@
 //! Checked: the groups' totals add up to the floor's count, and every figure equals a count
 //! made in memory from the rows themselves (`Closure::count`).
 
-use crate::bench::{PgScratch, ScratchDir, with_scratch};
+use crate::bench::{PgScratch, ScratchDir, median, ms, verdict, with_scratch};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -576,25 +576,6 @@ fn label(q: Query) -> &'static str {
         Query::Rollup(Scope::City, Grouping::Region) => "city: roll-up by region",
         Query::Rollup(Scope::City, Grouping::Tier) => "city: roll-up by tier",
     }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn median(samples: &[Duration]) -> Duration {
-    let mut sorted = samples.to_vec();
-    sorted.sort_unstable();
-    let mid = sorted.len() / 2;
-    if sorted.len().is_multiple_of(2) {
-        (sorted[mid - 1] + sorted[mid]) / 2
-    } else {
-        sorted[mid]
-    }
-}
-
-fn verdict(met: bool) -> &'static str {
-    if met { "ok" } else { "missed" }
 }
 
 fn table(opts: &RollupOptions, backends: &[BackendReport]) -> String {
