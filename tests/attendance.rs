@@ -419,6 +419,69 @@ backend_tests! {
         assert_eq!(ledger(store, &room).await, expected);
     }
 
+    async fn participant_batches_give_the_same_ledger_by_every_writer(db: TestDb) {
+        // The webhook writer's common batch (participant events only) has a path of its own
+        // per backend: SQLite's writer connection, PostgreSQL's one statement. Rows it writes
+        // are merged with rows the pool's path writes, in both directions.
+        common::seed(&db.store).await;
+        let store = &db.store;
+        let m = call(store).await;
+        let (s, room) = (m.planned_start, m.room_name.clone());
+        // Milliseconds, as LiveKit's joinedAtMs has them.
+        let at = |t: i64| s + Duration::minutes(t) + Duration::milliseconds(250);
+        let (invitations, _) = store.meeting_invitations(m.id, "/", 1000, 0).await.unwrap();
+        let (a, b) = (invitations[0].id.to_string(), invitations[1].id.to_string());
+        let joined = |id: &str, sid: &str, who: &str, t: i64| record(id, "participant_joined", &room, Some((sid, who, at(t))), at(t));
+        let left = |id: &str, sid: &str, who: &str, joined: i64, t: i64| record(id, "participant_left", &room, Some((sid, who, at(joined))), at(t));
+        let every = Duration::seconds(30);
+        let mut sqlite = muster::store::SqliteLedgerWriter::open(store).unwrap();
+        assert_eq!(sqlite.is_some(), db.backend == common::Backend::Sqlite, "SQLite on a file has a writer connection");
+        let mut common_batch = async |batch: &[muster::store::WebhookRecord]| {
+            assert!(muster::store::SqliteLedgerWriter::takes(batch));
+            match sqlite.as_mut() {
+                Some(writer) => writer.apply(batch, Utc::now()).unwrap(),
+                None => store.apply_webhooks(batch, every, Utc::now()).await.unwrap(),
+            }
+        };
+        // Through the pool first.
+        let before = joined("EV_0", "PA_a", &a, 0);
+        assert!(store.apply_webhook(&before.event_id, &before.kind, &before.change, every, Utc::now()).await.unwrap());
+        let batch = vec![
+            // A leave ahead of its join, then the join.
+            left("EV_1", "PA_b", &b, 2, 30),
+            joined("EV_2", "PA_b", &b, 2),
+            // A retry of the event applied before, and a retry inside the batch.
+            before.clone(),
+            left("EV_3", "PA_a", &a, 0, 20),
+            left("EV_3", "PA_a", &a, 0, 20),
+            // Another event for PA_a claiming an earlier join: the earliest wins.
+            joined("EV_4", "PA_a", &a, -1),
+            joined("EV_5", "PA_g", "ministry-observer", 5),
+            record("EV_6", "track_published", &room, None, at(6)),
+        ];
+        assert_eq!(common_batch(&batch).await, [true, true, false, true, false, true, true, true]);
+        // Then the pool's path again, over rows the batch wrote: a later leave wins, an
+        // earlier one does not.
+        let later = left("EV_7", "PA_b", &b, 2, 45);
+        let earlier = left("EV_8", "PA_a", &a, 0, 10);
+        assert_eq!(store.apply_webhooks(&[later, earlier], every, Utc::now()).await.unwrap(), [true, true]);
+        let id = |s: &str| s.parse::<i64>().ok();
+        // A leave is the event's `createdAt`: whole seconds.
+        let second = |t: i64| DateTime::from_timestamp(at(t).timestamp(), 0);
+        let expected = vec![
+            ("PA_a".to_string(), id(&a), Some(at(-1)), second(20), Some("left".to_string())),
+            ("PA_b".to_string(), id(&b), Some(at(2)), second(45), Some("left".to_string())),
+            ("PA_g".to_string(), None, Some(at(5)), None, None),
+        ];
+        assert_eq!(ledger(store, &room).await, expected);
+        assert_eq!(common::count(db, "webhook_events").await, 9);
+        // LiveKit retrying the whole batch changes nothing.
+        assert!(common_batch(&batch).await.iter().all(|fresh| !fresh));
+        assert_eq!(ledger(store, &room).await, expected);
+        let sources: Vec<String> = store.intervals(&room).await.unwrap().into_iter().map(|i| i.source).collect();
+        assert_eq!(sources, ["webhook"; 3]);
+    }
+
     async fn one_failing_event_does_not_fail_its_batch(db: TestDb) {
         let store = &db.store;
         // The database refuses one event id, as it might refuse any one event.
@@ -436,7 +499,12 @@ backend_tests! {
         let batch = vec![joined("EV_1", "PA_1"), joined("EV_bad", "PA_2"), joined("EV_3", "PA_3"), joined("EV_1", "PA_1")];
         let every = Duration::seconds(30);
         assert!(store.apply_webhooks(&batch, every, now).await.is_err(), "the batch as a whole fails");
-        let results = muster::livekit::writer::apply_batch(store, &batch, every, now).await;
+        let mut sqlite = muster::store::SqliteLedgerWriter::open(store).unwrap();
+        if let Some(writer) = sqlite.as_mut() {
+            assert!(writer.apply(&batch, now).is_err(), "the batch as a whole fails on the writer's connection");
+        }
+        assert_eq!(common::count(db, "webhook_events").await, 0, "a failed batch stores nothing");
+        let results = muster::livekit::writer::apply_batch_via(sqlite.as_mut(), store, &batch, every, now).await;
         let outcome: Vec<Option<bool>> = results.iter().map(|r| r.as_ref().ok().copied()).collect();
         assert_eq!(outcome, [Some(true), None, Some(true), Some(false)]);
         let sids: Vec<String> = store.intervals("r1").await.unwrap().into_iter().map(|i| i.participant_sid).collect();

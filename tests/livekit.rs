@@ -376,9 +376,11 @@ backend_tests! {
             }).collect();
             let mut rest = &records[..];
             let mut fresh = 0;
+            // On SQLite, participant batches go through the writer's own connection.
+            let mut sqlite = muster::store::SqliteLedgerWriter::open(&db.store).unwrap();
             while !rest.is_empty() {
                 let (batch, tail) = rest.split_at(rng.gen_range(1..=rest.len().min(6)));
-                let results = muster::livekit::writer::apply_batch(&db.store, batch, Duration::seconds(30), Utc::now()).await;
+                let results = muster::livekit::writer::apply_batch_via(sqlite.as_mut(), &db.store, batch, Duration::seconds(30), Utc::now()).await;
                 fresh += results.into_iter().filter(|r| *r.as_ref().unwrap()).count();
                 rest = tail;
             }

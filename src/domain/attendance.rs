@@ -64,6 +64,15 @@ pub enum LedgerChange {
 }
 
 impl LedgerChange {
+    /// A participant's join or leave, or an ignored kind: the changes that need neither the
+    /// meeting nor the job queue, and that the ledger absorbs however often they are applied.
+    pub fn is_participant_or_ignored(&self) -> bool {
+        matches!(
+            self,
+            LedgerChange::Joined { .. } | LedgerChange::Left { .. } | LedgerChange::Ignored
+        )
+    }
+
     /// The room the change concerns; `None` when ignored.
     pub fn room(&self) -> Option<&str> {
         match self {

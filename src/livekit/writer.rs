@@ -3,14 +3,16 @@
 //! answers each event only once that transaction has committed: LiveKit retries what is not
 //! answered 200, so nothing is acknowledged before it is durable. One transaction per event
 //! spends nearly all its time on per-statement and per-commit overhead; a batch shares it.
+//! On SQLite the writer is a thread that calls SQLite directly ([`SqliteLedgerWriter`]);
+//! on PostgreSQL a task that writes through sqlx.
 
 use std::sync::Mutex;
 
 use chrono::Utc;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::store::{Store, StoreError, StoreResult, WebhookRecord};
+use crate::store::{SqliteLedgerWriter, Store, StoreError, StoreResult, WebhookRecord};
 
 /// Most events applied in one transaction: enough to share a commit among every request a
 /// busy server has waiting, small enough that a batch stays quick.
@@ -35,23 +37,50 @@ struct Pending {
     reply: oneshot::Sender<StoreResult<bool>>,
 }
 
+enum Message {
+    Event(Pending),
+    /// Stop taking events; apply those already queued, then end.
+    Stop,
+}
+
+/// Where the writer runs: a thread of its own calling SQLite directly (SQLite on a file), or
+/// a task on the runtime going through sqlx (PostgreSQL).
+enum Worker {
+    Task(JoinHandle<()>),
+    Thread(std::thread::JoinHandle<()>),
+}
+
 pub struct WebhookWriter {
-    queue: mpsc::Sender<Pending>,
-    stop: watch::Sender<bool>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    queue: mpsc::Sender<Message>,
+    worker: Mutex<Option<Worker>>,
 }
 
 impl WebhookWriter {
-    /// Starts the writer task (on the current Tokio runtime), on a connection of its own.
+    /// Starts the writer (on the current Tokio runtime), on a connection of its own.
     pub fn spawn(store: &Store, reconcile_every: chrono::Duration) -> Self {
         let store = store.dedicated_writer();
         let (queue, receiver) = mpsc::channel(QUEUE);
-        let (stop, stopping) = watch::channel(false);
-        let task = tokio::spawn(run(store, reconcile_every, receiver, stopping));
+        let worker = match SqliteLedgerWriter::open(&store) {
+            Ok(Some(sqlite)) => {
+                let runtime = tokio::runtime::Handle::current();
+                let thread = std::thread::Builder::new()
+                    .name("webhook-writer".into())
+                    .spawn(move || {
+                        run_thread(sqlite, store, reconcile_every, receiver, runtime);
+                    })
+                    .expect("starting the webhook writer thread");
+                Worker::Thread(thread)
+            }
+            other => {
+                if let Err(e) = other {
+                    tracing::warn!(error = %e, "the SQLite webhook writer could not open its connection; writing through the pool");
+                }
+                Worker::Task(tokio::spawn(run_task(store, reconcile_every, receiver)))
+            }
+        };
         Self {
             queue,
-            stop,
-            task: Mutex::new(Some(task)),
+            worker: Mutex::new(Some(worker)),
         }
     }
 
@@ -63,7 +92,7 @@ impl WebhookWriter {
     ) -> Result<oneshot::Receiver<StoreResult<bool>>, WriteError> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Pending { record, reply })
+            .send(Message::Event(Pending { record, reply }))
             .await
             .map_err(|_| WriteError::Closed)?;
         Ok(answer)
@@ -78,51 +107,128 @@ impl WebhookWriter {
 
     /// Stops taking events, applies those already queued, and waits for the writer to end.
     pub async fn shutdown(&self) {
-        let _ = self.stop.send(true);
-        let task = self.task.lock().expect("writer handle lock").take();
-        if let Some(task) = task
-            && let Err(e) = task.await
-        {
+        // Fails only when the writer has already ended.
+        let _ = self.queue.send(Message::Stop).await;
+        let worker = self.worker.lock().expect("writer handle lock").take();
+        let failed = match worker {
+            Some(Worker::Task(task)) => task.await.err().map(|e| e.to_string()),
+            Some(Worker::Thread(thread)) => tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|joined| joined.map_err(|_| "the thread panicked".to_string()))
+                .err(),
+            None => None,
+        };
+        if let Some(e) = failed {
             tracing::error!(error = %e, "the webhook writer failed");
         }
     }
 }
 
-async fn run(
+/// Moves what a received message holds into `batch`; on `Stop`, closes the queue (events
+/// already in it are still received, later senders get an error).
+fn take(message: Message, batch: &mut Vec<Pending>, queue: &mut mpsc::Receiver<Message>) {
+    match message {
+        Message::Event(pending) => batch.push(pending),
+        Message::Stop => queue.close(),
+    }
+}
+
+fn answer(replies: Vec<oneshot::Sender<StoreResult<bool>>>, results: Vec<StoreResult<bool>>) {
+    for (reply, result) in replies.into_iter().zip(results) {
+        // The request may have gone (client hung up); the event is stored all the same.
+        let _ = reply.send(result);
+    }
+}
+
+async fn run_task(
     store: Store,
     reconcile_every: chrono::Duration,
-    mut queue: mpsc::Receiver<Pending>,
-    mut stop: watch::Receiver<bool>,
+    mut queue: mpsc::Receiver<Message>,
 ) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut stopping = false;
+    let mut messages = Vec::with_capacity(MAX_BATCH);
     loop {
-        tokio::select! {
-            // Waiting events first, so that stopping never skips one.
-            biased;
-            received = queue.recv_many(&mut batch, MAX_BATCH) => {
-                // Zero: closed (by shutdown, or every sender dropped) and drained.
-                if received == 0 {
-                    store.close().await;
-                    break;
-                }
-            }
-            _ = stop.changed(), if !stopping => {
-                stopping = true;
-                queue.close();
-                continue;
-            }
+        // Zero: closed (by `Stop`, or every sender dropped) and drained.
+        if queue.recv_many(&mut messages, MAX_BATCH).await == 0 {
+            break;
+        }
+        let mut batch = Vec::with_capacity(messages.len());
+        for message in messages.drain(..) {
+            take(message, &mut batch, &mut queue);
         }
         let (records, replies): (Vec<_>, Vec<_>) =
-            batch.drain(..).map(|p| (p.record, p.reply)).unzip();
+            batch.into_iter().map(|p| (p.record, p.reply)).unzip();
         let started = std::time::Instant::now();
         let results = apply_batch(&store, &records, reconcile_every, Utc::now()).await;
         tracing::debug!(events = records.len(), elapsed = ?started.elapsed(), "applied a webhook batch");
-        for (reply, result) in replies.into_iter().zip(results) {
-            // The request may have gone (client hung up); the event is stored all the same.
-            let _ = reply.send(result);
+        answer(replies, results);
+    }
+    store.close().await;
+}
+
+/// The SQLite writer: waits for an event only when nothing is queued, so a busy server's
+/// batches follow one another without a thread wake-up in between.
+fn run_thread(
+    mut sqlite: SqliteLedgerWriter,
+    store: Store,
+    reconcile_every: chrono::Duration,
+    mut queue: mpsc::Receiver<Message>,
+    runtime: tokio::runtime::Handle,
+) {
+    loop {
+        let mut batch = Vec::new();
+        match queue.blocking_recv() {
+            Some(message) => take(message, &mut batch, &mut queue),
+            // Closed and drained.
+            None => break,
+        }
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(message) => take(message, &mut batch, &mut queue),
+                Err(_) => break,
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let (records, replies): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|p| (p.record, p.reply)).unzip();
+        let started = std::time::Instant::now();
+        let results = runtime.block_on(apply_batch_via(
+            Some(&mut sqlite),
+            &store,
+            &records,
+            reconcile_every,
+            Utc::now(),
+        ));
+        tracing::debug!(events = records.len(), elapsed = ?started.elapsed(), "applied a webhook batch");
+        answer(replies, results);
+    }
+    // Not `store.close()`: the runtime may already be gone when every sender was dropped
+    // without a shutdown; dropping the pool closes its connection all the same.
+}
+
+/// Applies a batch as the SQLite writer thread does: participant events directly on its own
+/// connection, in one transaction; room events, or a batch that failed there (and was rolled
+/// back), through [`apply_batch`].
+pub async fn apply_batch_via(
+    sqlite: Option<&mut SqliteLedgerWriter>,
+    store: &Store,
+    records: &[WebhookRecord],
+    reconcile_every: chrono::Duration,
+    now: chrono::DateTime<Utc>,
+) -> Vec<StoreResult<bool>> {
+    if let Some(sqlite) = sqlite
+        && SqliteLedgerWriter::takes(records)
+    {
+        match sqlite.apply(records, now) {
+            Ok(fresh) => return fresh.into_iter().map(Ok).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, events = records.len(), "a webhook batch failed; applying it through the pool");
+            }
         }
     }
+    apply_batch(store, records, reconcile_every, now).await
 }
 
 /// Applies a batch in one transaction; if that fails, each event in a transaction of its own,

@@ -36,6 +36,45 @@ const EARLIEST_JOIN: &str = "CASE WHEN attendance_intervals.joined_at IS NULL TH
      WHEN excluded.joined_at < attendance_intervals.joined_at THEN excluded.joined_at \
      ELSE attendance_intervals.joined_at END";
 
+/// A batch of webhook events with the ids repeated inside it told apart: only the first event
+/// of an id may be new.
+pub(super) struct Deduped<'a> {
+    events: &'a [WebhookRecord],
+    first: Vec<bool>,
+    /// The first event of each id, in order.
+    pub(super) unique: Vec<&'a WebhookRecord>,
+}
+
+impl<'a> Deduped<'a> {
+    pub(super) fn new(events: &'a [WebhookRecord]) -> Self {
+        let mut seen = std::collections::HashSet::new();
+        let first: Vec<bool> = events
+            .iter()
+            .map(|e| seen.insert(e.event_id.as_str()))
+            .collect();
+        let unique = events
+            .iter()
+            .zip(&first)
+            .filter_map(|(e, &first)| first.then_some(e))
+            .collect();
+        Self {
+            events,
+            first,
+            unique,
+        }
+    }
+
+    /// Per event, whether it was new: the first of its id in the batch, and among the ids the
+    /// dedupe insert reported `inserted`.
+    pub(super) fn fresh(&self, inserted: &std::collections::HashSet<String>) -> Vec<bool> {
+        self.events
+            .iter()
+            .zip(&self.first)
+            .map(|(e, &first)| first && inserted.contains(&e.event_id))
+            .collect()
+    }
+}
+
 /// One verified webhook event and what it means for the ledger, as the endpoint hands it on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookRecord {
@@ -46,7 +85,7 @@ pub struct WebhookRecord {
 
 /// Rows per multi-row statement: within both drivers' limits on bound parameters (SQLite's
 /// 32,766, PostgreSQL's 65,535) at 10 per row.
-const ROWS_PER_STATEMENT: usize = 512;
+pub(super) const ROWS_PER_STATEMENT: usize = 512;
 
 impl Store {
     /// Applies one webhook event unless its id was seen before; the dedupe record and the
@@ -83,27 +122,23 @@ impl Store {
         reconcile_every: chrono::Duration,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<bool>> {
-        // Only the first of ids repeated inside the batch may be new.
-        let mut seen = std::collections::HashSet::new();
-        let first: Vec<bool> = events
-            .iter()
-            .map(|e| seen.insert(e.event_id.as_str()))
-            .collect();
-        let unique: Vec<&WebhookRecord> = events
-            .iter()
-            .zip(&first)
-            .filter_map(|(e, &first)| first.then_some(e))
-            .collect();
+        let batch = Deduped::new(events);
+        let unique = &batch.unique;
+        // PostgreSQL's common batch in one statement; SQLite's webhook writer has a
+        // connection of its own for it (`SqliteLedgerWriter`).
+        if let super::Db::Postgres(pool) = &self.db
+            && unique.len() <= ROWS_PER_STATEMENT
+            && unique.iter().all(|e| e.change.is_participant_or_ignored())
+        {
+            let inserted = participant_events_postgres(pool, unique, now).await?;
+            return Ok(batch.fresh(&inserted));
+        }
         let mut tx = self.begin().await?;
         let mut inserted = std::collections::HashSet::new();
         for chunk in unique.chunks(ROWS_PER_STATEMENT) {
             inserted.extend(record_events(&mut tx, chunk, now).await?);
         }
-        let fresh: Vec<bool> = events
-            .iter()
-            .zip(&first)
-            .map(|(e, &first)| first && inserted.contains(&e.event_id))
-            .collect();
+        let fresh = batch.fresh(&inserted);
         let applied = || {
             events
                 .iter()
@@ -324,28 +359,45 @@ async fn record_events(
     events: &[&WebhookRecord],
     now: DateTime<Utc>,
 ) -> StoreResult<Vec<String>> {
-    let rows: Vec<String> = (0..events.len())
-        .map(|i| {
-            let n = 4 * i;
-            format!("(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4)
-        })
-        .collect();
-    let sql = format!(
-        "INSERT INTO webhook_events (event_id, kind, room_name, received_at) VALUES {} \
-         ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-        rows.join(", ")
-    );
+    let sql = record_events_sql(events.len(), 0, '$');
     Ok(with_tx!(tx, |conn| {
         let mut query = sqlx::query_scalar::<Backend, String>(&sql);
         for e in events {
-            query = query
-                .bind(&e.event_id)
-                .bind(&e.kind)
-                .bind(e.change.room())
-                .bind(now);
+            query = bind_event!(query, e, now);
         }
         query.fetch_all(conn).await?
     }))
+}
+
+/// PostgreSQL's common batch — participant events only (and ignored kinds) — as one
+/// statement, which is one transaction: the dedupe records and the merged connection upsert
+/// commit together or not at all, in one round trip. Every connection change of the batch is
+/// applied, also one whose event was seen before: the ledger's merge rules (earliest join,
+/// latest leave, first name) give the same row however often a change is applied. Returns
+/// the ids that were new.
+async fn participant_events_postgres(
+    pool: &sqlx::PgPool,
+    unique: &[&WebhookRecord],
+    now: DateTime<Utc>,
+) -> StoreResult<std::collections::HashSet<String>> {
+    let connections = merge_connections(unique.iter().map(|e| &e.change));
+    let dedupe = record_events_sql(unique.len(), 0, '$');
+    let sql = if connections.is_empty() {
+        dedupe
+    } else {
+        format!(
+            "WITH fresh AS ({dedupe}), ledger AS ({}) SELECT event_id FROM fresh",
+            upsert_sql(connections.len(), 4 * unique.len(), '$')
+        )
+    };
+    let mut query = sqlx::query_scalar::<sqlx::Postgres, String>(&sql);
+    for e in unique {
+        query = bind_event!(query, e, now);
+    }
+    for c in &connections {
+        query = bind_connection!(query, c, "webhook", now);
+    }
+    Ok(query.fetch_all(pool).await?.into_iter().collect())
 }
 
 /// Applies a room or recording change; connection changes are written per batch instead.
@@ -404,10 +456,7 @@ async fn apply_room_change(
     Ok(())
 }
 
-/// Inserts or merges connections (one per sid): the earliest join wins, the latest explicit
-/// leave wins (ties broken by reason, so the outcome never depends on order), and a
-/// connection reported after its room ended ends with the room. The room's end is read per
-/// row rather than by closing the whole room, which would read all its rows each time.
+/// Inserts or merges connections (one per sid) by the rules of [`upsert_sql`].
 async fn upsert_connections(
     tx: &mut Tx,
     changes: &[ConnectionChange],
@@ -417,9 +466,49 @@ async fn upsert_connections(
     if changes.is_empty() {
         return Ok(());
     }
-    let rows: Vec<String> = (0..changes.len())
+    let sql = upsert_sql(changes.len(), 0, '$');
+    with_tx!(tx, |conn| {
+        let mut query = sqlx::query(&sql);
+        for c in changes {
+            query = bind_connection!(query, c, source, now);
+        }
+        query.execute(conn).await?;
+    });
+    Ok(())
+}
+
+/// `INSERT` of `rows` dedupe records (event id, kind, room, received) returning the new ids;
+/// parameters numbered from `offset + 1`, written `$n` (sqlx, both backends) or `?n`
+/// (SQLite's own numbering, for the SQLite webhook writer).
+pub(super) fn record_events_sql(rows: usize, offset: usize, mark: char) -> String {
+    let values: Vec<String> = (0..rows)
         .map(|i| {
-            let p = |k: usize| format!("${}", 10 * i + k);
+            let n = offset + 4 * i;
+            format!(
+                "({mark}{}, {mark}{}, {mark}{}, {mark}{})",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4
+            )
+        })
+        .collect();
+    format!(
+        "INSERT INTO webhook_events (event_id, kind, room_name, received_at) VALUES {} \
+         ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+        values.join(", ")
+    )
+}
+
+/// The ledger's upsert of `rows` connections (ten parameters each, numbered from
+/// `offset + 1` and marked as in [`record_events_sql`]): the earliest join wins, the latest explicit leave wins (ties broken by
+/// reason, so the outcome never depends on order), and a connection reported after its room
+/// ended ends with the room. The room's end is read per row rather than by closing the whole
+/// room, which would read all its rows each time.
+pub(super) fn upsert_sql(rows: usize, offset: usize, mark: char) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|i| {
+            let p = |k: usize| format!("{mark}{}", offset + 10 * i + k);
             format!(
                 "({room}, {sid}, {identity}, {name}, \
                  (SELECT i.id FROM invitations i JOIN meetings m ON m.id = i.meeting_id \
@@ -439,7 +528,7 @@ async fn upsert_connections(
             )
         })
         .collect();
-    let sql = format!(
+    format!(
         "INSERT INTO attendance_intervals (room_name, participant_sid, identity, name, invitation_id, joined_at, \
          left_at, left_reason, room_closed_at, source, updated_at) \
          VALUES {} \
@@ -458,25 +547,37 @@ async fn upsert_connections(
              ELSE attendance_intervals.left_at END, \
            room_closed_at = COALESCE(attendance_intervals.room_closed_at, excluded.room_closed_at), \
            updated_at = excluded.updated_at",
-        rows.join(", ")
-    );
-    with_tx!(tx, |conn| {
-        let mut query = sqlx::query(&sql);
-        for c in changes {
-            query = query
-                .bind(&c.room)
-                .bind(&c.connection.sid)
-                .bind(&c.connection.identity)
-                .bind(&c.connection.name)
-                .bind(c.connection.joined_at)
-                .bind(c.left.map(|(at, _)| at))
-                .bind(c.left.map(|(_, r)| r.as_str()))
-                .bind(source)
-                .bind(now)
-                // Identities are invitation ids; anything else is a guest.
-                .bind(c.connection.identity.parse::<i64>().ok());
-        }
-        query.execute(conn).await?;
-    });
-    Ok(())
+        values.join(", ")
+    )
 }
+
+/// Binds one dedupe record's four parameters, in the order [`record_events_sql`] numbers them.
+macro_rules! bind_event {
+    ($query:expr, $e:expr, $now:expr) => {
+        $query
+            .bind(&$e.event_id)
+            .bind(&$e.kind)
+            .bind($e.change.room())
+            .bind($now)
+    };
+}
+use bind_event;
+
+/// Binds one connection change's ten parameters, in the order [`upsert_sql`] numbers them.
+macro_rules! bind_connection {
+    ($query:expr, $c:expr, $source:expr, $now:expr) => {
+        $query
+            .bind(&$c.room)
+            .bind(&$c.connection.sid)
+            .bind(&$c.connection.identity)
+            .bind(&$c.connection.name)
+            .bind($c.connection.joined_at)
+            .bind($c.left.map(|(at, _)| at))
+            .bind($c.left.map(|(_, r)| r.as_str()))
+            .bind($source)
+            .bind($now)
+            // Identities are invitation ids; anything else is a guest.
+            .bind($c.connection.identity.parse::<i64>().ok())
+    };
+}
+use bind_connection;
