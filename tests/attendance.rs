@@ -443,6 +443,9 @@ backend_tests! {
                 None => store.apply_webhooks(batch, every, Utc::now()).await.unwrap(),
             }
         };
+        // An empty batch (a writer woken only to stop) is nothing to do.
+        assert!(common_batch(&[]).await.is_empty());
+        assert!(store.apply_webhooks(&[], every, Utc::now()).await.unwrap().is_empty());
         // Through the pool first.
         let before = joined("EV_0", "PA_a", &a, 0);
         assert!(store.apply_webhook(&before.event_id, &before.kind, &before.change, every, Utc::now()).await.unwrap());

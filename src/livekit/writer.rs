@@ -156,6 +156,9 @@ async fn run_task(
         for message in messages.drain(..) {
             take(message, &mut batch, &mut queue);
         }
+        if batch.is_empty() {
+            continue;
+        }
         let (records, replies): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|p| (p.record, p.reply)).unzip();
         let started = std::time::Instant::now();

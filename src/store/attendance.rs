@@ -122,6 +122,9 @@ impl Store {
         reconcile_every: chrono::Duration,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<bool>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
         let batch = Deduped::new(events);
         let unique = &batch.unique;
         // PostgreSQL's common batch in one statement; SQLite's webhook writer has a

@@ -78,6 +78,9 @@ impl SqliteLedgerWriter {
             Self::takes(events),
             "a batch the SQLite writer does not take"
         );
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
         let batch = Deduped::new(events);
         let unique = &batch.unique;
         let connections = merge_connections(unique.iter().map(|e| &e.change));
