@@ -437,7 +437,7 @@ backend_tests! {
         let mut sqlite = muster::store::SqliteLedgerWriter::open(store).unwrap();
         assert_eq!(sqlite.is_some(), db.backend == common::Backend::Sqlite, "SQLite on a file has a writer connection");
         let mut common_batch = async |batch: &[muster::store::WebhookRecord]| {
-            assert!(muster::store::SqliteLedgerWriter::takes(batch));
+            assert!(muster::store::is_participant_batch(batch));
             match sqlite.as_mut() {
                 Some(writer) => writer.apply(batch, Utc::now()).unwrap(),
                 None => store.apply_webhooks(batch, every, Utc::now()).await.unwrap(),

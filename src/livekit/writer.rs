@@ -12,7 +12,9 @@ use chrono::Utc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::store::{SqliteLedgerWriter, Store, StoreError, StoreResult, WebhookRecord};
+use crate::store::{
+    SqliteLedgerWriter, Store, StoreError, StoreResult, WebhookRecord, is_participant_batch,
+};
 
 /// Most events applied in one transaction: enough to share a commit among every request a
 /// busy server has waiting, small enough that a batch stays quick.
@@ -134,13 +136,6 @@ fn take(message: Message, batch: &mut Vec<Pending>, queue: &mut mpsc::Receiver<M
     }
 }
 
-fn answer(replies: Vec<oneshot::Sender<StoreResult<bool>>>, results: Vec<StoreResult<bool>>) {
-    for (reply, result) in replies.into_iter().zip(results) {
-        // The request may have gone (client hung up); the event is stored all the same.
-        let _ = reply.send(result);
-    }
-}
-
 async fn run_task(
     store: Store,
     reconcile_every: chrono::Duration,
@@ -156,15 +151,7 @@ async fn run_task(
         for message in messages.drain(..) {
             take(message, &mut batch, &mut queue);
         }
-        if batch.is_empty() {
-            continue;
-        }
-        let (records, replies): (Vec<_>, Vec<_>) =
-            batch.into_iter().map(|p| (p.record, p.reply)).unzip();
-        let started = std::time::Instant::now();
-        let results = apply_batch(&store, &records, reconcile_every, Utc::now()).await;
-        tracing::debug!(events = records.len(), elapsed = ?started.elapsed(), "applied a webhook batch");
-        answer(replies, results);
+        apply_and_answer(None, &store, batch, reconcile_every).await;
     }
     store.close().await;
 }
@@ -191,24 +178,37 @@ fn run_thread(
                 Err(_) => break,
             }
         }
-        if batch.is_empty() {
-            continue;
-        }
-        let (records, replies): (Vec<_>, Vec<_>) =
-            batch.into_iter().map(|p| (p.record, p.reply)).unzip();
-        let started = std::time::Instant::now();
-        let results = runtime.block_on(apply_batch_via(
+        runtime.block_on(apply_and_answer(
             Some(&mut sqlite),
             &store,
-            &records,
+            batch,
             reconcile_every,
-            Utc::now(),
         ));
-        tracing::debug!(events = records.len(), elapsed = ?started.elapsed(), "applied a webhook batch");
-        answer(replies, results);
     }
     // Not `store.close()`: the runtime may already be gone when every sender was dropped
     // without a shutdown; dropping the pool closes its connection all the same.
+}
+
+/// Applies what a writer took from its queue and answers each request with its event's
+/// result. Nothing to do when only `Stop` was taken.
+async fn apply_and_answer(
+    sqlite: Option<&mut SqliteLedgerWriter>,
+    store: &Store,
+    batch: Vec<Pending>,
+    reconcile_every: chrono::Duration,
+) {
+    if batch.is_empty() {
+        return;
+    }
+    let (records, replies): (Vec<_>, Vec<_>) =
+        batch.into_iter().map(|p| (p.record, p.reply)).unzip();
+    let started = std::time::Instant::now();
+    let results = apply_batch_via(sqlite, store, &records, reconcile_every, Utc::now()).await;
+    tracing::debug!(events = records.len(), elapsed = ?started.elapsed(), "applied a webhook batch");
+    for (reply, result) in replies.into_iter().zip(results) {
+        // The request may have gone (client hung up); the event is stored all the same.
+        let _ = reply.send(result);
+    }
 }
 
 /// Applies a batch as the SQLite writer thread does: participant events directly on its own
@@ -222,7 +222,7 @@ pub async fn apply_batch_via(
     now: chrono::DateTime<Utc>,
 ) -> Vec<StoreResult<bool>> {
     if let Some(sqlite) = sqlite
-        && SqliteLedgerWriter::takes(records)
+        && is_participant_batch(records)
     {
         match sqlite.apply(records, now) {
             Ok(fresh) => return fresh.into_iter().map(Ok).collect(),

@@ -75,6 +75,13 @@ impl<'a> Deduped<'a> {
     }
 }
 
+/// Whether a batch is the common kind, which has a fast path per backend: participant events
+/// and ignored kinds only, within one statement's rows.
+pub fn is_participant_batch(events: &[WebhookRecord]) -> bool {
+    events.len() <= ROWS_PER_STATEMENT
+        && events.iter().all(|e| e.change.is_participant_or_ignored())
+}
+
 /// One verified webhook event and what it means for the ledger, as the endpoint hands it on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookRecord {
@@ -85,7 +92,7 @@ pub struct WebhookRecord {
 
 /// Rows per multi-row statement: within both drivers' limits on bound parameters (SQLite's
 /// 32,766, PostgreSQL's 65,535) at 10 per row.
-pub(super) const ROWS_PER_STATEMENT: usize = 512;
+const ROWS_PER_STATEMENT: usize = 512;
 
 impl Store {
     /// Applies one webhook event unless its id was seen before; the dedupe record and the
@@ -130,8 +137,7 @@ impl Store {
         // PostgreSQL's common batch in one statement; SQLite's webhook writer has a
         // connection of its own for it (`SqliteLedgerWriter`).
         if let super::Db::Postgres(pool) = &self.db
-            && unique.len() <= ROWS_PER_STATEMENT
-            && unique.iter().all(|e| e.change.is_participant_or_ignored())
+            && is_participant_batch(events)
         {
             let inserted = participant_events_postgres(pool, unique, now).await?;
             return Ok(batch.fresh(&inserted));

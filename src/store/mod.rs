@@ -28,7 +28,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, Postgres, Sqlite, SqlitePool};
 
 pub use accounts::{AccountWithHash, NewAccount, StaffAccount};
-pub use attendance::{Interval, WebhookRecord};
+pub use attendance::{Interval, WebhookRecord, is_participant_batch};
 pub use audit::{AuditEntry, AuditEvent};
 pub use dispatches::{
     DispatchRecord, InvitationView, JobSchedule, MeetingRecord, PublishDispatch, RsvpCounts,
@@ -175,15 +175,11 @@ impl Store {
         let db = match &self.db {
             Db::Sqlite(pool) => {
                 // 64 MiB (SQLite's default is 2 MiB) holds the ledger's indexes at province
-                // scale. Statement journals of its multi-row upserts stay in memory instead of
-                // spilling to a temporary file per batch, and the WAL is checkpointed every
-                // ~40 MiB rather than every 4 MiB: the writer's hot pages are then copied into
-                // the database once per checkpoint instead of ten times.
+                // scale. (On a file, the SQLite writer's participant batches go through its
+                // own connection, `SqliteLedgerWriter`; this one takes the rest.)
                 let options = (*pool.connect_options())
                     .clone()
-                    .pragma("cache_size", "-65536")
-                    .pragma("temp_store", "MEMORY")
-                    .pragma("wal_autocheckpoint", "10000");
+                    .pragma("cache_size", "-65536");
                 Db::Sqlite(
                     SqlitePoolOptions::new()
                         .max_connections(1)

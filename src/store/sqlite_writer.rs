@@ -14,7 +14,7 @@ use std::path::Path;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
-use super::attendance::{Deduped, ROWS_PER_STATEMENT, record_events_sql, upsert_sql};
+use super::attendance::{Deduped, is_participant_batch, record_events_sql, upsert_sql};
 use super::{Db, Store, StoreError, StoreResult, WebhookRecord};
 use crate::domain::attendance::merge_connections;
 
@@ -57,27 +57,23 @@ impl SqliteLedgerWriter {
         Ok(Self { conn })
     }
 
-    /// Whether [`Self::apply`] takes this batch: participant events and ignored kinds only,
-    /// within one statement's rows.
-    pub fn takes(events: &[WebhookRecord]) -> bool {
-        events.len() <= ROWS_PER_STATEMENT
-            && events.iter().all(|e| e.change.is_participant_or_ignored())
-    }
-
-    /// Applies a batch that [`Self::takes`] in one transaction, as [`Store::apply_webhooks`]
-    /// does: each event unless its id was seen before (in the database or earlier in the
-    /// batch), the dedupe records and the ledger together or nothing. Every connection change
-    /// is applied, also one whose event was seen before: the ledger's merge rules give the
-    /// same row however often a change is applied. Returns, per event, whether it was new.
+    /// Applies a batch of participant events ([`is_participant_batch`]) in one transaction,
+    /// as [`Store::apply_webhooks`] does: each event unless its id was seen before (in the
+    /// database or earlier in the batch), the dedupe records and the ledger together or
+    /// nothing. Every connection change is applied, also one whose event was seen before: the
+    /// ledger's merge rules give the same row however often a change is applied. Returns, per
+    /// event, whether it was new.
     pub fn apply(
         &mut self,
         events: &[WebhookRecord],
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<bool>> {
-        assert!(
-            Self::takes(events),
-            "a batch the SQLite writer does not take"
-        );
+        if !is_participant_batch(events) {
+            // A caller's mistake, answered as an error rather than a panic on the writer thread.
+            return Err(StoreError::Writer(
+                "room and recording events are applied through the pool, not here".into(),
+            ));
+        }
         if events.is_empty() {
             return Ok(Vec::new());
         }
