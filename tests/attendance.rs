@@ -485,6 +485,29 @@ backend_tests! {
         assert_eq!(sources, ["webhook"; 3]);
     }
 
+    async fn the_sqlite_writer_checkpoints_its_wal_off_the_writing_thread(db: TestDb) {
+        // The writer's connection leaves checkpoints to a thread of its own: what it commits
+        // reaches the database file (not only the WAL) without anyone else writing.
+        let Some(mut writer) = muster::store::SqliteLedgerWriter::open(&db.store).unwrap() else {
+            assert_eq!(db.backend, common::Backend::Postgres, "SQLite on a file has a writer connection");
+            return;
+        };
+        let path = db.url.strip_prefix("sqlite://").unwrap().to_string();
+        let size = || std::fs::metadata(&path).unwrap().len();
+        let before = size();
+        let now = Utc::now();
+        let batch: Vec<_> = (0..400)
+            .map(|n| record(&format!("EV_{n}"), "participant_joined", "r1", Some((&format!("PA_{n:04}"), "guest", now)), now))
+            .collect();
+        writer.apply(&batch, now).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while size() <= before && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(size() > before, "the database file grew from {before} bytes: the WAL was checkpointed");
+        assert_eq!(db.store.intervals("r1").await.unwrap().len(), 400);
+    }
+
     async fn one_failing_event_does_not_fail_its_batch(db: TestDb) {
         let store = &db.store;
         // The database refuses one event id, as it might refuse any one event.
