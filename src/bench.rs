@@ -660,7 +660,8 @@ pub struct WebhooksOptions {
 /// body's hash, valid 5 minutes) — signing happens before each timed phase, so tokens are
 /// fresh. A `room_started` goes first, on its own and untimed.
 ///
-/// Timed: `--concurrency` client tasks post the events, each its share in time order (a
+/// Timed: `--concurrency` client tasks (default 1: LiveKit posts a room's events one at a
+/// time) post the events, each its share in time order (a
 /// connection's joined before its left, both from the same task), over keep-alive HTTP/1.1
 /// connections, recording each request's latency. First to the **floor** — an axum server
 /// in this process whose handler only verifies the signature and parses the body, as
@@ -1376,7 +1377,7 @@ impl WebhookReport {
         let _ = writeln!(
             out,
             "webhooks benchmark: {} participant events ({} connections) + room_started, \
-             {} concurrent clients over loopback",
+             {} concurrent client(s) over loopback",
             2 * opts.connections,
             opts.connections,
             opts.concurrency

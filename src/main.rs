@@ -102,8 +102,10 @@ enum BenchCommand {
         /// Participant connections (each a joined and a left event).
         #[arg(long, default_value_t = 50000)]
         connections: usize,
-        /// Client tasks posting at the same time.
-        #[arg(long, default_value_t = 16)]
+        /// Client tasks posting at the same time. LiveKit posts one room's events one at a
+        /// time (a serial queue per room), so 1 is the benchmark's meeting as LiveKit
+        /// delivers it; more clients stand for several rooms' events at once.
+        #[arg(long, default_value_t = 1)]
         concurrency: usize,
         /// PostgreSQL server to create (and drop) a throwaway database on.
         #[arg(long, env = "MUSTER_BENCH_POSTGRES_URL", hide_env_values = true)]
